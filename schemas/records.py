@@ -1,0 +1,221 @@
+"""The records that flow between chatbeam's stages: input, result, error.
+
+This module is the contract between reading, calling and writing (README "Records").
+It has no Beam import so it is tested directly.
+
+    >>> rec = parse_line('{"id": "a1", "prompt": "Say hi"}')
+    >>> rec.id, rec.prompt
+    ('a1', 'Say hi')
+    >>> err = parse_line('{not json')
+    >>> err.stage, err.error_type
+    ('read', 'invalid_json')
+
+Every input yields exactly one ResultRecord or exactly one ErrorRecord.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "DEFAULT_MAX_RECORD_BYTES",
+    "RAW_KEEP_BYTES",
+    "ErrorRecord",
+    "ErrorStage",
+    "InputRecord",
+    "ResultRecord",
+    "Usage",
+    "canonical_json",
+    "parse_line",
+    "parse_row",
+    "read_error",
+]
+
+DEFAULT_MAX_RECORD_BYTES = 1 << 20  # 1 MiB: a record larger than this is an error, not a request
+RAW_KEEP_BYTES = 4096  # how much of a bad line an error record keeps
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+PART_TYPES = frozenset({"text", "image_url", "input_audio", "file"})
+
+ErrorStage = Literal["read", "request", "response", "validate"]
+
+
+def canonical_json(value: Any) -> str:
+    """Compact, key-sorted JSON: the stable text that ids and request keys hash."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _short_hash(value: Any) -> str:
+    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()[:16]
+
+
+class InputRecord(BaseModel):
+    """One prompt record: a JSONL line or a BigQuery row.
+
+    Exactly one of ``prompt`` or ``messages``. ``id`` defaults to a stable hash of the content.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=False)
+
+    id: str | None = None
+    prompt: str | None = None
+    messages: list[dict[str, Any]] | None = None
+    system: str | None = None
+    model: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    schema_name: str | None = Field(default=None, alias="schema")
+    google: dict[str, Any] | None = None
+    metadata: Any = None
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_to_str(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("id must be a string or a number")
+        if isinstance(v, (int, float)):
+            return str(v)
+        return v
+
+    @field_validator("messages")
+    @classmethod
+    def _check_messages(cls, messages: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        if messages is None:
+            return None
+        if not messages:
+            raise ValueError("messages is empty")
+        for i, msg in enumerate(messages):
+            role = msg.get("role")
+            if role not in ROLES:
+                raise ValueError(f"messages[{i}]: unknown role {role!r} (expected one of {sorted(ROLES)})")
+            content = msg.get("content")
+            if isinstance(content, list):
+                for j, part in enumerate(content):
+                    if not isinstance(part, dict) or part.get("type") not in PART_TYPES:
+                        kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                        raise ValueError(f"messages[{i}].content[{j}]: unknown part type {kind!r}")
+            elif content is None and role != "assistant":
+                raise ValueError(f"messages[{i}]: content is missing")
+            elif content is not None and not isinstance(content, str):
+                raise ValueError(f"messages[{i}].content must be a string or a list of parts")
+        return messages
+
+    @model_validator(mode="after")
+    def _one_of_prompt_or_messages(self) -> "InputRecord":
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("a record needs exactly one of 'prompt' or 'messages'")
+        if self.prompt is not None and not self.prompt.strip():
+            raise ValueError("prompt is empty")
+        if self.id is None:
+            self.id = _short_hash(self.model_dump(mode="json", by_alias=True, exclude={"id"}))
+        return self
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The record as the user wrote it (by alias, without unset defaults)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True) | {"id": self.id}
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    cached_tokens: int = 0
+    total_tokens: int = 0
+
+
+class ResultRecord(BaseModel):
+    """What came back for one record."""
+
+    id: str
+    request_key: str
+    model: str | None = None
+    content: str | None = None
+    thoughts: str | None = None
+    parsed: Any = None
+    finish_reason: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    attempts: int = 1
+    latency_ms: float = 0.0
+    alternatives: list[str] | None = None  # contents of choices 2..n when params.n > 1
+    metadata: Any = None
+
+
+class ErrorRecord(BaseModel):
+    """Why one record has no result.
+
+    ``error_type`` is a short stable code (see README "Error types"); ``retryable`` says whether a later rerun
+    (``--replay_errors``) could succeed.
+    """
+
+    id: str | None = None
+    request_key: str | None = None
+    stage: ErrorStage
+    error_type: str
+    status_code: int | None = None
+    status: str | None = None  # Google's status string, e.g. RESOURCE_EXHAUSTED
+    message: str
+    retryable: bool = False
+    attempts: int = 0
+    record: dict[str, Any] | None = None
+    raw: str | None = None
+    response_text: str | None = None
+    metadata: Any = None
+
+
+def read_error(error_type: str, message: str, *, raw: str | None = None, record: Mapping[str, Any] | None = None,
+               record_id: str | None = None) -> ErrorRecord:
+    """An error record for input that never became a request."""
+    if raw is not None and len(raw.encode("utf-8", "replace")) > RAW_KEEP_BYTES:
+        raw = raw.encode("utf-8", "replace")[:RAW_KEEP_BYTES].decode("utf-8", "ignore") + "…[truncated]"
+    metadata = record.get("metadata") if isinstance(record, Mapping) else None
+    if record_id is None and isinstance(record, Mapping) and isinstance(record.get("id"), (str, int)):
+        record_id = str(record["id"])
+    return ErrorRecord(id=record_id, stage="read", error_type=error_type, message=message, retryable=False,
+                       raw=raw, record=dict(record) if record is not None else None, metadata=metadata)
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "record"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (put extra data under 'metadata')"
+        parts.append(f"{loc}: {msg}" if err["loc"] else msg)
+    return "; ".join(parts)
+
+
+def parse_row(obj: Any, *, raw: str | None = None) -> InputRecord | ErrorRecord:
+    """Validate one decoded object (a JSON line or a table row) into an InputRecord or a read error."""
+    if not isinstance(obj, dict):
+        return read_error("not_an_object", f"expected a JSON object, got {type(obj).__name__}",
+                          raw=raw if raw is not None else canonical_json(obj))
+    try:
+        return InputRecord.model_validate(obj)
+    except ValidationError as exc:
+        # Keep the record only when it is small enough to be useful; the raw line is always kept (bounded).
+        small = raw is None or len(raw) <= RAW_KEEP_BYTES
+        return read_error("invalid_record", _validation_message(exc), raw=raw,
+                          record=obj if small else None,
+                          record_id=str(obj["id"]) if isinstance(obj.get("id"), (str, int)) else None)
+
+
+def parse_line(line: str | bytes, *, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> InputRecord | ErrorRecord:
+    """One JSONL line → an InputRecord, or an ErrorRecord with stage ``read`` that keeps the (bounded) raw line."""
+    if isinstance(line, bytes):
+        size = len(line)
+        text = line.decode("utf-8", "replace")
+    else:
+        text = line
+        size = len(text.encode("utf-8", "replace"))
+    if size > max_record_bytes:
+        return read_error("record_too_large", f"record is {size} bytes; the limit is {max_record_bytes} "
+                          "(--max_record_bytes)", raw=text)
+    try:
+        obj = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        return read_error("invalid_json", f"not valid JSON: {exc}", raw=text)
+    return parse_row(obj, raw=text)

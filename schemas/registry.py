@@ -1,0 +1,165 @@
+"""Output schemas: resolve a name, a ``module:Class`` or a JSON-schema file into one OutputSchema.
+
+    >>> schema = resolve_schema("CalendarEvent")            # a bundled registry entry
+    >>> schema = resolve_schema("myproject.models:Invoice")  # any importable pydantic model
+    >>> schema = resolve_schema("schemas/invoice.json")      # a JSON-schema file
+    >>> schema.response_format()["type"]
+    'json_schema'
+    >>> schema.validate_json('{"name": "x", "date": "y", "participants": []}')  # -> a plain dict, or SchemaMismatch
+
+Resolution happens at the CLI before the run (so a typo is a CLI error, not a million error records) and again in
+each worker's ``setup()``; an OutputSchema itself is never pickled, only its spec string.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from pydantic import BaseModel, ValidationError
+
+from schemas import examples
+
+__all__ = ["REGISTRY", "OutputSchema", "SchemaMismatch", "UnknownSchema", "register", "resolve_schema"]
+
+REGISTRY: dict[str, type[BaseModel]] = {
+    name: getattr(examples, name) for name in examples.__all__
+}
+
+
+class UnknownSchema(ValueError):
+    """The spec names no registry entry, importable model or readable JSON-schema file."""
+
+
+class SchemaMismatch(ValueError):
+    """Model output that is not valid JSON or does not match the schema. ``str()`` is fit for a re-ask turn."""
+
+
+def register(name: str, model: type[BaseModel]) -> None:
+    """Add a pydantic model to the registry under ``name`` (call from a module imported by ``--schema_module``)."""
+    REGISTRY[name] = model
+
+
+def _strict_schema(model: type[BaseModel]) -> dict[str, Any]:
+    # The openai SDK's own strict-schema builder is what chat.completions.parse() sends (all properties required,
+    # additionalProperties false, Optional -> anyOf null); reuse it rather than re-deriving those rules.
+    from openai.lib._pydantic import to_strict_json_schema
+
+    return to_strict_json_schema(model)
+
+
+def _has_ref_cycle(schema: dict[str, Any]) -> bool:
+    defs = {**schema.get("$defs", {}), **schema.get("definitions", {})}
+    refs: dict[str, set[str]] = {}
+
+    def collect(node: Any, into: set[str]) -> None:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str):
+                into.add(ref.rsplit("/", 1)[-1])
+            for value in node.values():
+                collect(value, into)
+        elif isinstance(node, list):
+            for value in node:
+                collect(value, into)
+
+    for name, body in defs.items():
+        refs[name] = set()
+        collect(body, refs[name])
+
+    def reaches(start: str, target: str, seen: set[str]) -> bool:
+        for nxt in refs.get(start, ()):
+            if nxt == target or (nxt not in seen and reaches(nxt, target, seen | {nxt})):
+                return True
+        return False
+
+    return any(reaches(name, name, {name}) for name in defs)
+
+
+class OutputSchema:
+    """A structured-output schema: what to send as ``response_format`` and how to validate the answer."""
+
+    def __init__(self, name: str, json_schema: dict[str, Any], model: type[BaseModel] | None = None) -> None:
+        self.name = re.sub(r"[^A-Za-z0-9_-]", "_", name)[:64] or "output"
+        self.json_schema = json_schema
+        self.model = model
+        self._validator = None if model is not None else jsonschema.Draft202012Validator(json_schema)
+
+    def response_format(self) -> dict[str, Any]:
+        return {"type": "json_schema", "json_schema": {"name": self.name, "strict": True, "schema": self.json_schema}}
+
+    def validate_json(self, text: str) -> Any:
+        """Parse and validate model output; returns plain JSON data or raises SchemaMismatch."""
+        if self.model is not None:
+            try:
+                return self.model.model_validate_json(text).model_dump(mode="json")
+            except ValidationError as exc:
+                raise SchemaMismatch(_pydantic_message(exc)) from None
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise SchemaMismatch(f"output is not valid JSON: {exc}") from None
+        errors = sorted(self._validator.iter_errors(data), key=lambda e: list(e.path))
+        if errors:
+            raise SchemaMismatch("; ".join(
+                f"{'/'.join(map(str, e.path)) or '(root)'}: {e.message}" for e in errors[:5]))
+        return data
+
+
+def _pydantic_message(exc: ValidationError) -> str:
+    out = []
+    for err in exc.errors(include_url=False)[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        out.append(f"{loc}: {err['msg']}")
+    return "; ".join(out)
+
+
+@lru_cache(maxsize=256)
+def resolve_schema(spec: str) -> OutputSchema:
+    """A registry name, ``package.module:Class`` or a path to a ``.json`` JSON-schema file."""
+    spec = spec.strip()
+    if spec in REGISTRY:
+        model = REGISTRY[spec]
+        return OutputSchema(spec, _strict_schema(model), model)
+    if spec.endswith(".json") or "/" in spec or spec.startswith("gs://"):
+        return _from_file(spec)
+    if ":" in spec:
+        module_name, _, attr = spec.partition(":")
+        try:
+            obj = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise UnknownSchema(f"cannot import schema {spec!r}: {exc}") from None
+        if not (isinstance(obj, type) and issubclass(obj, BaseModel)):
+            raise UnknownSchema(f"{spec!r} is not a pydantic BaseModel subclass")
+        return OutputSchema(attr, _strict_schema(obj), obj)
+    known = ", ".join(sorted(REGISTRY))
+    raise UnknownSchema(f"unknown schema {spec!r}: not a registry name ({known}), not module:Class, not a .json file")
+
+
+def _from_file(path: str) -> OutputSchema:
+    try:
+        if path.startswith("gs://"):
+            from apache_beam.io.filesystems import FileSystems  # only for gs:// paths; keeps the core Beam-free
+
+            with FileSystems.open(path) as fh:
+                text = fh.read().decode("utf-8")
+        else:
+            text = Path(path).read_text(encoding="utf-8")
+        schema = json.loads(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UnknownSchema(f"cannot read JSON schema file {path!r}: {exc}") from None
+    if not isinstance(schema, dict):
+        raise UnknownSchema(f"JSON schema file {path!r} does not hold an object")
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise UnknownSchema(f"{path!r} is not a valid JSON schema: {exc.message}") from None
+    if _has_ref_cycle(schema):
+        raise UnknownSchema(f"{path!r} is recursive; Gemini does not support recursive schemas")
+    name = schema.get("title") or Path(path).stem
+    return OutputSchema(str(name), schema)
