@@ -1,0 +1,1 @@
+"""Pydantic models: the input, result and error records; bundled example output schemas; the schema registry."""

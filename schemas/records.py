@@ -195,6 +195,8 @@ def parse_row(obj: Any, *, raw: str | None = None) -> InputRecord | ErrorRecord:
                           raw=raw if raw is not None else canonical_json(obj))
     try:
         return InputRecord.model_validate(obj)
+    except RecursionError:
+        return read_error("invalid_record", "record is nested too deeply", raw=raw)
     except ValidationError as exc:
         # Keep the record only when it is small enough to be useful; the raw line is always kept (bounded).
         small = raw is None or len(raw) <= RAW_KEEP_BYTES
@@ -207,7 +209,11 @@ def parse_line(line: str | bytes, *, max_record_bytes: int = DEFAULT_MAX_RECORD_
     """One JSONL line → an InputRecord, or an ErrorRecord with stage ``read`` that keeps the (bounded) raw line."""
     if isinstance(line, bytes):
         size = len(line)
-        text = line.decode("utf-8", "replace")
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return read_error("invalid_encoding", f"line is not UTF-8: {exc}", raw=line.decode("utf-8", "replace"))
+        text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark on the first line is not part of the JSON
     else:
         text = line
         size = len(text.encode("utf-8", "replace"))

@@ -1,0 +1,1 @@
+"""Runnable pipelines: the main job (``extract``) and its options. Nothing else lives here."""

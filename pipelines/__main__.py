@@ -1,0 +1,5 @@
+import sys
+
+from pipelines.extract import main
+
+sys.exit(main())

@@ -1,0 +1,213 @@
+"""The extract job's options (Beam conventions: underscores, a PipelineOptions subclass) and their validation.
+
+    opts = PipelineOptions(argv).view_as(ChatbeamOptions)
+    plan = validate(PipelineOptions(argv))   # raises UsageError with a one-line message
+
+Every standard Beam/Dataflow option (``--runner``, ``--project``, ``--region``, ``--temp_location``, ...) works too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
+
+from client.config import ClientConfig, Target
+from schemas.records import DEFAULT_MAX_RECORD_BYTES
+from schemas.registry import UnknownSchema, resolve_schema
+
+__all__ = ["ChatbeamOptions", "Plan", "UsageError", "validate"]
+
+DEFAULT_MODEL = "google/gemini-2.0-flash-001"
+
+
+class UsageError(ValueError):
+    """A bad command line: reported as one line and exit code 2, before any Beam work starts."""
+
+
+class ChatbeamOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        io = parser.add_argument_group("input and output")
+        io.add_argument("--input", help="JSONL prompt records: a path or glob, local or gs://")
+        io.add_argument("--output", help="results JSONL path prefix, local or gs://")
+        io.add_argument("--errors", help="errors JSONL path prefix, local or gs:// (default: OUTPUT prefix + '-errors')")
+        io.add_argument("--num_shards", type=int, default=0, help="output shards per sink (0: the runner decides)")
+        io.add_argument("--max_record_bytes", type=int, default=DEFAULT_MAX_RECORD_BYTES,
+                        help="larger input records become read errors (default 1 MiB)")
+
+        target = parser.add_argument_group("target (exactly one)")
+        target.add_argument("--emulator", action="store_true",
+                            help="start the local Vertex emulator for this run (DirectRunner only)")
+        target.add_argument("--emulator_args", default="",
+                            help='extra flags for the emulator, e.g. "--latency_ms 50 --token_ttl_s 2"')
+        target.add_argument("--vertex_project", help="Vertex project (default: --project); managed Gemini endpoint")
+        target.add_argument("--vertex_location", default="us-central1", help="Vertex location (default us-central1)")
+        target.add_argument("--vertex_api_version", default="v1", choices=["v1", "v1beta1"])
+        target.add_argument("--endpoint_id", help="a self-deployed model's Vertex endpoint id (same project/location)")
+        target.add_argument("--endpoint_url", help="a dedicated endpoint's full URL")
+        target.add_argument("--base_url", help="any OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1")
+        target.add_argument("--api_key_env", help="name of the environment variable holding the --base_url API key")
+
+        req = parser.add_argument_group("requests")
+        req.add_argument("--model", help=f"default model (managed Vertex/emulator default: {DEFAULT_MODEL})")
+        req.add_argument("--system", help="default system prompt for records without one")
+        req.add_argument("--params", default="{}", help='default params as JSON, e.g. \'{"temperature": 0}\'')
+        req.add_argument("--temperature", type=float)
+        req.add_argument("--max_tokens", type=int)
+        req.add_argument("--schema", help="output schema: a registry name, module:Class, or a JSON-schema file")
+        req.add_argument("--stream", action="store_true", help="stream responses and assemble them")
+        req.add_argument("--thinking_budget", type=int, help="extra_body.google.thinking_config.thinking_budget")
+        req.add_argument("--include_thoughts", action="store_true",
+                         help="extra_body.google.thinking_config.include_thoughts")
+        req.add_argument("--thought_tag_marker", help='e.g. "think": thoughts arrive inline as <think>…</think>')
+        req.add_argument("--reasoning_effort", choices=["none", "minimal", "low", "medium", "high"])
+        req.add_argument("--media_root", help="local files under this directory may be inlined as data URLs")
+
+        limits = parser.add_argument_group("retries and limits (per worker process)")
+        limits.add_argument("--max_concurrency", type=int, default=64, help="requests in flight (default 64)")
+        limits.add_argument("--rpm", type=float, help="requests per minute cap")
+        limits.add_argument("--tpm", type=float, help="tokens per minute cap")
+        limits.add_argument("--no_adaptive_throttling", action="store_true",
+                            help="turn off AIMD (cut concurrency on 429/503, grow it on success)")
+        limits.add_argument("--max_attempts", type=int, default=6, help="attempts per request (default 6)")
+        limits.add_argument("--request_timeout", type=float, default=120.0, help="seconds per attempt (default 120)")
+        limits.add_argument("--record_deadline", type=float, default=900.0,
+                            help="seconds per record, retries included (default 900)")
+        limits.add_argument("--max_reasks", type=int, default=1,
+                            help="re-ask turns after a schema-invalid answer (default 1)")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated command line: what to read, where to write, what to call."""
+
+    input: str
+    output: str
+    errors: str
+    num_shards: int
+    max_record_bytes: int
+    client: ClientConfig  # for --emulator, its target is filled in once the emulator is up
+    emulator: bool
+    emulator_args: str
+    vertex_location: str = "us-central1"
+
+
+def _targets_given(o: ChatbeamOptions, project: str | None) -> list[str]:
+    given = []
+    if o.emulator:
+        given.append("--emulator")
+    if o.endpoint_url:
+        given.append("--endpoint_url")
+    if o.base_url:
+        given.append("--base_url")
+    if o.endpoint_id:
+        given.append("--endpoint_id")
+    elif o.vertex_project:
+        given.append("--vertex_project")
+    return given
+
+
+def _target(o: ChatbeamOptions, project: str | None) -> Target | None:
+    given = _targets_given(o, project)
+    if len(given) > 1:
+        raise UsageError(f"choose exactly one target; got {' and '.join(given)}")
+    if not given:
+        if project:  # Beam's --project alone means the managed Gemini endpoint in that project
+            return Target.managed(project, o.vertex_location, api_version=o.vertex_api_version)
+        raise UsageError("no target: give --emulator, --vertex_project (or --project), --endpoint_id, "
+                         "--endpoint_url or --base_url")
+    kind = given[0]
+    if kind == "--emulator":
+        return None
+    if kind == "--base_url":
+        if o.api_key_env and not os.environ.get(o.api_key_env):
+            raise UsageError(f"--api_key_env names {o.api_key_env}, but that environment variable is not set")
+        return Target.openai_compatible(o.base_url, o.api_key_env)
+    if kind == "--endpoint_url":
+        return Target.dedicated(o.endpoint_url)
+    vertex_project = o.vertex_project or project
+    if not vertex_project:
+        raise UsageError("--endpoint_id needs --vertex_project (or --project)")
+    if kind == "--endpoint_id":
+        return Target.endpoint(vertex_project, o.vertex_location, o.endpoint_id, api_version=o.vertex_api_version)
+    return Target.managed(vertex_project, o.vertex_location, api_version=o.vertex_api_version)
+
+
+def _params(o: ChatbeamOptions) -> dict:
+    try:
+        params = json.loads(o.params or "{}")
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--params is not valid JSON: {exc}") from None
+    if not isinstance(params, dict):
+        raise UsageError("--params must be a JSON object")
+    if o.temperature is not None:
+        params["temperature"] = o.temperature
+    if o.max_tokens is not None:
+        params["max_tokens"] = o.max_tokens
+    if o.reasoning_effort:
+        params["reasoning_effort"] = o.reasoning_effort
+    return params
+
+
+def _google(o: ChatbeamOptions) -> dict:
+    google: dict = {}
+    thinking = {}
+    if o.thinking_budget is not None:
+        thinking["thinking_budget"] = o.thinking_budget
+    if o.include_thoughts:
+        thinking["include_thoughts"] = True
+    if thinking:
+        google["thinking_config"] = thinking
+    if o.thought_tag_marker:
+        google["thought_tag_marker"] = o.thought_tag_marker
+    return google
+
+
+def validate(options: PipelineOptions) -> Plan:
+    """Check the command line and turn it into a Plan; raises UsageError (one line) on anything wrong."""
+    o = options.view_as(ChatbeamOptions)
+    project = options.view_as(GoogleCloudOptions).project
+    if not o.input:
+        raise UsageError("no input: give --input (a JSONL path or glob)")
+    if not o.output:
+        raise UsageError("no output: give --output (a path prefix for the results)")
+    target = _target(o, project)
+    if o.emulator:
+        runner = options.view_as(StandardOptions).runner
+        if runner and runner not in ("DirectRunner", "direct", "BundleBasedDirectRunner"):
+            raise UsageError(f"--emulator runs on this machine and works only with DirectRunner, not {runner}")
+    params = _params(o)
+    google = _google(o)
+    if "reasoning_effort" in params and "thinking_config" in google:
+        raise UsageError("--reasoning_effort and thinking options (--thinking_budget/--include_thoughts) "
+                         "cannot be combined: Vertex rejects requests that carry both")
+    if o.schema:
+        try:
+            resolve_schema(o.schema)
+        except UnknownSchema as exc:
+            raise UsageError(str(exc)) from None
+    for name in ("max_concurrency", "max_attempts", "max_record_bytes"):
+        if getattr(o, name) < 1:
+            raise UsageError(f"--{name} must be at least 1")
+    if o.request_timeout <= 0:
+        raise UsageError("--request_timeout must be positive")
+    if o.media_root and not os.path.isdir(o.media_root):
+        raise UsageError(f"--media_root {o.media_root!r} is not a directory")
+    model = o.model
+    if model is None and (o.emulator or (target is not None and target.kind == "vertex" and not o.endpoint_id
+                                         and not o.endpoint_url)):
+        model = DEFAULT_MODEL
+    client = ClientConfig(
+        target=target or Target("http://emulator.invalid", "local_tokens"),
+        model=model, system=o.system, params=params, google=google, schema=o.schema, stream=o.stream,
+        max_attempts=o.max_attempts, request_timeout=o.request_timeout, record_deadline_s=o.record_deadline,
+        max_reasks=o.max_reasks, max_concurrency=o.max_concurrency, rpm=o.rpm, tpm=o.tpm,
+        adaptive=not o.no_adaptive_throttling,
+        media_root=os.path.realpath(o.media_root) if o.media_root else None,
+    )
+    return Plan(input=o.input, output=o.output, errors=o.errors or f"{o.output}-errors", num_shards=o.num_shards,
+                max_record_bytes=o.max_record_bytes, client=client, emulator=o.emulator,
+                emulator_args=o.emulator_args, vertex_location=o.vertex_location)
