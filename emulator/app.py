@@ -1,0 +1,125 @@
+"""The Starlette app: a routes table that reads like Vertex's URL map, plus admin routes.
+
+Usage::
+
+    from emulator import EmulatorConfig, create_app
+    app = create_app(EmulatorConfig(seed=1))
+    # in-process:  httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://emu")
+    # or:          uvicorn.run(app, host="127.0.0.1", port=8090)
+    app.state.emulator.stats.snapshot()
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from emulator import errors
+from emulator._json import JSONDecodeError, dumps, loads
+from emulator.auth import check_api_key
+from emulator.config import EmulatorConfig, FaultConfig
+from emulator.service import DEPLOYED, MANAGED, PLAIN, Emulator
+from emulator.transport import SEND_KEY
+
+__all__ = ["create_app", "EmulatorApp"]
+
+_JSON = "application/json"
+_ADMIN = "/emulator/"
+
+
+class EmulatorApp(Starlette):
+    """Starlette plus in-flight accounting around every API request.
+
+    Stores uvicorn's raw ``send`` in the scope so faults can reach the transport.
+    """
+
+    emulator: Emulator
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(_ADMIN):
+            await super().__call__(scope, receive, send)
+            return
+        scope[SEND_KEY] = send
+        stats = self.emulator.stats
+        stats.enter()
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            stats.leave()
+
+
+def _json(value: Any, status: int = 200) -> Response:
+    return Response(dumps(value), status, media_type=_JSON)
+
+
+async def managed_chat(request: Request) -> Response:
+    return await request.app.emulator.chat(request, MANAGED)
+
+
+async def deployed_chat(request: Request) -> Response:
+    return await request.app.emulator.chat(request, DEPLOYED)
+
+
+async def openai_chat(request: Request) -> Response:
+    return await request.app.emulator.chat(request, PLAIN)
+
+
+async def openai_models(request: Request) -> Response:
+    emu: Emulator = request.app.emulator
+    emu.stats.begin("openai_models")
+    err = check_api_key(request.headers.get("authorization"), emu.config.api_key)
+    if err is not None:
+        emu.stats.status(err.code)
+        return Response(errors.openai_body(err), err.code, media_type=_JSON)
+    emu.stats.status(200)
+    data = [{"id": m, "object": "model", "created": 0, "owned_by": "google"} for m in emu.config.models]
+    return _json({"object": "list", "data": data})
+
+
+async def get_stats(request: Request) -> Response:
+    with_fingerprints = request.query_params.get("fingerprints", "1") not in ("0", "false", "no")
+    return _json(request.app.emulator.stats.snapshot(fingerprints=with_fingerprints))
+
+
+async def post_reset(request: Request) -> Response:
+    request.app.emulator.reset()
+    return _json({"reset": True})
+
+
+async def faults(request: Request) -> Response:
+    emu: Emulator = request.app.emulator
+    if request.method == "POST":
+        try:
+            emu.faults.set(FaultConfig.from_dict(loads(await request.body())))
+        except (JSONDecodeError, TypeError, ValueError) as exc:
+            return _json({"error": {"message": str(exc)}}, 400)
+    return _json(emu.faults.config.to_dict())
+
+
+routes = [
+    # Managed Gemini (publisher models) through the OpenAI-compatible endpoint.
+    Route("/v1/projects/{project}/locations/{location}/endpoints/openapi/chat/completions", managed_chat, methods=["POST"]),
+    Route("/v1beta1/projects/{project}/locations/{location}/endpoints/openapi/chat/completions", managed_chat, methods=["POST"]),
+    # Self-deployed models on a numeric endpoint id.
+    Route("/v1/projects/{project}/locations/{location}/endpoints/{endpoint_id}/chat/completions", deployed_chat, methods=["POST"]),
+    Route("/v1beta1/projects/{project}/locations/{location}/endpoints/{endpoint_id}/chat/completions", deployed_chat, methods=["POST"]),
+    # A plain OpenAI-compatible server (for --base_url).
+    Route("/v1/chat/completions", openai_chat, methods=["POST"]),
+    Route("/v1/models", openai_models, methods=["GET"]),
+    # Emulator control.
+    Route("/emulator/stats", get_stats, methods=["GET"]),
+    Route("/emulator/reset", post_reset, methods=["POST"]),
+    Route("/emulator/faults", faults, methods=["GET", "POST"]),
+]
+
+
+def create_app(config: EmulatorConfig | None = None) -> Starlette:
+    """A fresh app with its own state; ``app.state.emulator`` is the `Emulator`."""
+    app = EmulatorApp(routes=routes)
+    app.emulator = Emulator(config or EmulatorConfig())
+    app.state.emulator = app.emulator
+    return app

@@ -1,0 +1,307 @@
+"""Validate a Chat Completions request body into a `ChatRequest` (or raise a 400 `ApiError`).
+
+Everything a bad client can send ends here as 400 INVALID_ARGUMENT, never a 500:
+not an object, no/empty ``messages``, unknown role, bad part type, bad base64, a
+recursive schema, both ``reasoning_effort`` and ``thinking_config``, ...
+
+Google-only options are read from ``body["extra_body"]["google"]`` (what the openai SDK
+sends for ``extra_body={"extra_body": {"google": {...}}}``) and from a top-level ``google``.
+
+Usage::
+
+    req = parse_chat({"messages": [{"role": "user", "content": "Hi"}]}, can_think=True)
+    req.prompt_tokens, req.words, req.n
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Any
+
+from emulator import tokens
+from emulator._json import dumps
+from emulator.errors import ApiError, invalid_argument
+from emulator.schema_refs import SchemaError, check_schema
+
+__all__ = ["ChatRequest", "Thinking", "parse_chat", "ROLES", "MAX_N"]
+
+ROLES = frozenset({"system", "user", "assistant", "tool"})
+MAX_N = 8
+_EFFORTS = ("none", "minimal", "low", "medium", "high")
+_DATA_URL = re.compile(r"data:([^;,]*)((?:;[^;,]*)*),", re.S)
+_WORD = re.compile(r"\w+")
+
+
+class Thinking:
+    """What the request asked of thinking: on/off, shown or not, budget, tag marker, effort."""
+
+    __slots__ = ("enabled", "include_thoughts", "budget", "marker", "effort")
+
+    def __init__(self, enabled: bool = False, include_thoughts: bool = False, budget: int | None = None,
+                 marker: str | None = None, effort: str = "medium") -> None:
+        self.enabled = enabled
+        self.include_thoughts = include_thoughts
+        self.budget = budget
+        self.marker = marker
+        self.effort = effort
+
+
+class ChatRequest:
+    """A validated request: the parts of the body the emulator acts on."""
+
+    __slots__ = ("model", "n", "max_tokens", "stream", "include_usage", "format", "schema", "thinking",
+                 "words", "acks", "prompt_tokens", "extra_content", "stop", "tool")
+
+    def __init__(self) -> None:
+        self.model: str | None = None
+        self.n = 1
+        self.max_tokens: int | None = None
+        self.stream = False
+        self.include_usage = False
+        self.format = "text"  # "text" | "json_object" | "json_schema"
+        self.schema: Any = None
+        self.thinking = Thinking()
+        self.words: list[str] = []  # words of the last user message
+        self.acks: list[str] = []  # one acknowledgement per media part, in order
+        self.prompt_tokens = 0
+        self.extra_content = [0, 0, 0]  # messages, parts, tool calls carrying extra_content
+        self.stop: tuple[str, ...] = ()
+        self.tool: dict[str, Any] | None = None  # the function a tool call must be made to
+
+
+def _fail(message: str) -> ApiError:
+    return invalid_argument(message)
+
+
+def _int(body: dict[str, Any], key: str, low: int, high: int | None = None) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise _fail(f"Invalid value for '{key}': must be an integer {bound}.")
+    return value
+
+
+def _decode(data: str, what: str) -> int:
+    try:
+        return len(base64.b64decode(data, validate=True))
+    except (binascii.Error, ValueError):
+        raise _fail(f"Invalid base64 data in {what}.") from None
+
+
+def _media(url: Any, what: str, default_mime: str | None = None) -> tuple[str, int]:
+    """(acknowledgement, prompt tokens) for a media reference."""
+    if not isinstance(url, str) or not url:
+        raise _fail(f"{what} must be a non-empty string.")
+    if url.startswith(("gs://", "https://", "http://")):
+        return f"[{url}]", tokens.MEDIA_URI_TOKENS
+    if url.startswith("data:"):
+        match = _DATA_URL.match(url)
+        if not match or ";base64" not in match.group(2):
+            raise _fail(f"{what}: only base64 data URLs are supported.")
+        mime = match.group(1) or "application/octet-stream"
+        n_bytes = _decode(url[match.end():], what)
+        return f"[{mime} {n_bytes} bytes]", tokens.inline_media_tokens(n_bytes)
+    if default_mime is None:
+        raise _fail(f"{what}: unsupported URL (use gs://, https:// or a data: URL).")
+    n_bytes = _decode(url, what)  # input_audio may carry raw base64
+    return f"[{default_mime} {n_bytes} bytes]", tokens.inline_media_tokens(n_bytes)
+
+
+def _content(req: ChatRequest, content: Any, i: int, texts: list[str]) -> str:
+    """Collect a message's text (returned) and media acknowledgements; count media tokens."""
+    if isinstance(content, str):
+        texts.append(content)
+        return content
+    if not isinstance(content, list):
+        raise _fail(f"messages[{i}].content must be a string or a list of parts.")
+    own: list[str] = []
+    for j, part in enumerate(content):
+        where = f"messages[{i}].content[{j}]"
+        if not isinstance(part, dict):
+            raise _fail(f"{where} must be an object.")
+        if "extra_content" in part:
+            req.extra_content[1] += 1
+        kind = part.get("type")
+        if kind == "text":
+            if not isinstance(part.get("text"), str):
+                raise _fail(f"{where}.text must be a string.")
+            own.append(part["text"])
+            continue
+        if kind == "image_url":
+            image = part.get("image_url")
+            ack, cost = _media(image.get("url") if isinstance(image, dict) else image, f"{where}.image_url")
+        elif kind == "input_audio":
+            audio = part.get("input_audio")
+            if not isinstance(audio, dict):
+                raise _fail(f"{where}.input_audio must be an object with 'data' and 'format'.")
+            fmt = audio.get("format") if isinstance(audio.get("format"), str) else "audio/wav"
+            ack, cost = _media(audio.get("data"), f"{where}.input_audio.data", fmt if "/" in fmt else f"audio/{fmt}")
+        else:
+            raise _fail(f"{where}: unsupported content part type {kind!r}.")
+        req.acks.append(ack)
+        req.prompt_tokens += cost
+    texts.extend(own)
+    return " ".join(own)
+
+
+def _messages(req: ChatRequest, messages: Any) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise _fail("'messages' must be a non-empty list.")
+    texts: list[str] = []
+    last_user = None
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict):
+            raise _fail(f"messages[{i}] must be an object.")
+        role = msg.get("role")
+        if role not in ROLES:
+            raise _fail(f"messages[{i}].role must be one of {sorted(ROLES)}, got {role!r}.")
+        if "extra_content" in msg:
+            req.extra_content[0] += 1
+        content = msg.get("content")
+        tool_calls = msg.get("tool_calls")
+        if content is None and not (role == "assistant"):
+            raise _fail(f"messages[{i}].content is required for role {role!r}.")
+        text = _content(req, content, i, texts) if content is not None else ""
+        if role == "user":
+            last_user = text
+        if isinstance(msg.get("name"), str):
+            texts.append(msg["name"])
+        if tool_calls is not None:
+            if role != "assistant" or not isinstance(tool_calls, list):
+                raise _fail(f"messages[{i}].tool_calls must be a list on an assistant message.")
+            for call in tool_calls:
+                fn = call.get("function") if isinstance(call, dict) else None
+                if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                    raise _fail(f"messages[{i}].tool_calls entries need function.name.")
+                if "extra_content" in call:
+                    req.extra_content[2] += 1
+                texts.append(fn["name"])
+                texts.append(fn.get("arguments") if isinstance(fn.get("arguments"), str) else "")
+    if all(m.get("role") == "system" for m in messages):
+        raise _fail("At least one non-system message is required.")
+    req.words = _WORD.findall(last_user or "")
+    req.prompt_tokens += (tokens.REQUEST_OVERHEAD + tokens.MESSAGE_OVERHEAD * len(messages)
+                          + tokens.count_text("\n".join(texts)))
+
+
+def _schema(schema: Any, what: str) -> None:
+    try:
+        check_schema(schema)
+    except SchemaError as exc:
+        raise _fail(f"{what}: {exc}") from None
+
+
+def _response_format(req: ChatRequest, rf: Any) -> None:
+    if rf is None:
+        return
+    if not isinstance(rf, dict) or rf.get("type") not in ("text", "json_object", "json_schema"):
+        raise _fail("response_format.type must be 'text', 'json_object' or 'json_schema'.")
+    req.format = rf["type"]
+    if req.format == "json_schema":
+        spec = rf.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema"), (dict, bool)):
+            raise _fail("response_format.json_schema.schema must be a JSON schema object.")
+        _schema(spec["schema"], "response_format.json_schema.schema")
+        req.schema = spec["schema"]
+        req.prompt_tokens += tokens.count_text(dumps(spec["schema"]).decode())
+
+
+def _tools(req: ChatRequest, body: dict[str, Any]) -> None:
+    tools, choice = body.get("tools"), body.get("tool_choice")
+    if tools is None:
+        return
+    if not isinstance(tools, list):
+        raise _fail("'tools' must be a list.")
+    functions: dict[str, Any] = {}
+    for k, tool in enumerate(tools):
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise _fail(f"tools[{k}] must be {{'type': 'function', 'function': {{'name': ...}}}}.")
+        params = fn.get("parameters", {"type": "object", "properties": {}})
+        _schema(params, f"tools[{k}].function.parameters")
+        functions[fn["name"]] = params
+    req.prompt_tokens += tokens.count_text(dumps(tools).decode())
+    if choice == "required" and functions:
+        name = next(iter(functions))
+    elif isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        name = choice["function"].get("name")
+        if name not in functions:
+            raise _fail(f"tool_choice names an unknown function {name!r}.")
+    else:
+        return
+    req.tool = {"name": name, "parameters": functions[name]}
+
+
+def _google(body: dict[str, Any]) -> dict[str, Any]:
+    extra = body.get("extra_body")
+    nested = extra.get("google") if isinstance(extra, dict) else None
+    top = body.get("google")
+    for value, where in ((nested, "extra_body.google"), (top, "google")):
+        if value is not None and not isinstance(value, dict):
+            raise _fail(f"'{where}' must be an object.")
+    return {**(top or {}), **(nested or {})}
+
+
+def _thinking(req: ChatRequest, body: dict[str, Any], can_think: bool, by_default: bool) -> None:
+    google = _google(body)
+    config = google.get("thinking_config")
+    effort = body.get("reasoning_effort")
+    marker = google.get("thought_tag_marker")
+    if config is not None and effort is not None:
+        raise _fail("reasoning_effort and thinking_config cannot be set at the same time.")
+    if config is not None and not isinstance(config, dict):
+        raise _fail("thinking_config must be an object.")
+    if effort is not None and effort not in _EFFORTS:
+        raise _fail(f"reasoning_effort must be one of {list(_EFFORTS)}.")
+    if marker is not None and (not isinstance(marker, str) or not marker.strip()):
+        raise _fail("thought_tag_marker must be a non-empty string.")
+    config = config or {}
+    include = config.get("include_thoughts", False)
+    budget = config.get("thinking_budget")
+    if not isinstance(include, bool):
+        raise _fail("thinking_config.include_thoughts must be a boolean.")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < -1):
+        raise _fail("thinking_config.thinking_budget must be an integer >= -1.")
+    if not can_think and (include or budget not in (None, 0)):
+        raise _fail("Thinking is not supported by this model.")
+    asked = include or budget not in (None, 0) or effort not in (None, "none")
+    default = by_default and budget != 0 and effort != "none"
+    if not effort:
+        effort = "high" if budget is not None and budget >= 4096 else "low" if budget and budget > 0 and budget < 256 else "medium"
+    req.thinking = Thinking(can_think and (asked or default), include, budget if budget and budget > 0 else None,
+                            marker.strip() if marker else None, effort)
+
+
+def parse_chat(body: Any, *, can_think: bool = True, think_by_default: bool = False) -> ChatRequest:
+    """Validate ``body``; raise a 400 `ApiError` for anything the real API would reject."""
+    if not isinstance(body, dict):
+        raise _fail("Request body must be a JSON object.")
+    req = ChatRequest()
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise _fail("'model' must be a string.")
+    req.model = model
+    _messages(req, body.get("messages"))
+    req.n = _int(body, "n", 1, MAX_N) or 1
+    req.max_tokens = _int(body, "max_completion_tokens", 1) or _int(body, "max_tokens", 1)
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool) and stream is not None:
+        raise _fail("'stream' must be a boolean.")
+    req.stream = bool(stream)
+    options = body.get("stream_options")
+    req.include_usage = isinstance(options, dict) and options.get("include_usage") is True
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        req.stop = (stop,)
+    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        req.stop = tuple(s for s in stop if s)
+    elif stop is not None:
+        raise _fail("'stop' must be a string or a list of strings.")
+    _response_format(req, body.get("response_format"))
+    _tools(req, body)
+    _thinking(req, body, can_think, think_by_default)
+    return req
