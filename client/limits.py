@@ -1,0 +1,384 @@
+"""Admission control for one worker process: in-flight slots, RPM/TPM token buckets, AIMD adaptive concurrency.
+
+One ``RequestLimiter`` guards every HTTP attempt a worker process makes. Acquire a permit before each attempt
+(retries included) and report how it went::
+
+    limiter = RequestLimiter(max_concurrency=64, rpm=600, tpm=1_000_000)
+
+    permit = await limiter.acquire(est_tokens=1200)     # waits for a slot, a request and 1200 + ~output tokens
+    try:
+        response = await send(request)
+    except RateLimited:                                  # a 429 or 503
+        permit.done("throttled")
+        raise
+    except Exception:
+        permit.done("error")
+        raise
+    permit.done("ok", tokens_used=response.usage.total_tokens)
+
+``with await limiter.acquire(n) as permit:`` does the same bookkeeping for code that forgets: leaving the block
+without ``done()`` reports ``"error"`` on an exception and ``"ok"`` otherwise.
+
+What ``acquire()`` waits for, in this order, first come first served:
+
+1. an in-flight slot under ``limit`` — ``max_concurrency``, or with ``adaptive=True`` the AIMD limit (below);
+2. after a throttle, a short pace (see below);
+3. one request from the RPM bucket and ``est_tokens`` + the expected output tokens from the TPM bucket. Each
+   bucket holds ``burst_s`` seconds of its rate (at least one request). A request bigger than the whole TPM
+   bucket is let through once the bucket is full and drives it negative, so it waits but never deadlocks.
+
+``Permit.done(outcome, tokens_used)`` releases the slot (idempotent) and settles the TPM bucket: a reservation
+larger than the real usage is refunded, a smaller one is charged. A ``"throttled"`` attempt with no usage is
+refunded in full (the server refused it); an ``"error"`` with no usage keeps its reservation.
+
+AIMD policy (``adaptive=True``), TCP congestion control applied to a request quota:
+
+* **Slow start.** The limit starts at ``initial_limit`` (default ``min(8, max_concurrency)``) and grows by one per
+  success — it doubles every round trip — until the first throttle or ``max_concurrency``. Starting at
+  ``max_concurrency`` would open a job with a burst of up to 64 requests per process (× workers) into a shared
+  pool whose size nobody knows; doubling gets there in a few round trips anyway. Slow start can overshoot by up
+  to 2×, so the throttle that ends it halves the limit.
+* **Additive increase.** After that, each success adds ``1/limit``: +1 per round trip. Below a limit of 16 the
+  step shrinks in proportion (``limit/16`` per round trip): when many workers share one pool each holds a small
+  limit, and a +1 probe would overshoot by a large fraction every time. Growth needs the limit to have been full
+  while the successful attempt was in flight, so an idle or RPM-bound process doesn't build up a limit it never
+  tested.
+* **Multiplicative decrease.** A ``"throttled"`` outcome (429/503) multiplies the limit by ``backoff``
+  (default 0.9; never below 1). One overload produces many 429s, so only the first counts: a throttle on a
+  permit acquired before the latest cut is ignored — the window is one round trip, measured rather than guessed
+  — and cuts are at least ``cooldown_s`` apart (default 0: the round-trip rule alone).
+* **Pace after a cut.** For ``pace_s`` seconds after a cut, admissions are spaced ``rtt / limit`` apart — the rate
+  the new limit sustains — so the slots freed by a burst of fast 429s (and the retries they trigger) don't refill
+  in one clump that overruns the server's window again.
+
+Why 0.9 and not TCP's 0.5: against a quota that is a request rate, the limit saws between ``backoff × C`` and
+``C`` (C = the capacity, in requests in flight), so the average utilisation is about ``(1 + backoff) / 2`` —
+75 % with 0.5, 95 % with 0.9. The price is a probe, and so a few 429s, every few round trips: about 1 % of
+requests at C ≈ 30 (simulated: a 100 req/s sliding-window quota, 300 ms latency, one process: 92–96 % of
+capacity, 1.0–1.1 % answered 429; 0.5 gave 73 %, 0.75 gave 82–89 %). A collapse of capacity is still tracked
+quickly: cuts repeat every round trip while throttles continue (0.9⁷ ≈ 0.48), and 429s come back fast.
+
+``throttled_seconds`` is wall time during which the head of the admission queue was held back by the RPM/TPM
+buckets, the post-throttle pace or an AIMD limit that a throttle has cut below ``max_concurrency``. Waiting
+for a plain ``max_concurrency`` slot, or during slow start, is not throttling. Only the head waiter's time counts,
+so the figure never exceeds wall time however many callers queue behind it: report its increments as Beam's
+``cumulativeThrottlingSeconds`` counter for Dataflow's autoscaler.
+
+Threading: a limiter belongs to one asyncio event loop (the engine's). ``acquire()`` and ``Permit.done()`` must
+be called on that loop; the counters and ``stats()`` may be read from any thread. It uses only asyncio
+primitives, and they bind to the loop on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Awaitable, Callable, Literal
+
+__all__ = ["Outcome", "Permit", "RequestLimiter", "TokenBucket"]
+
+Outcome = Literal["ok", "throttled", "error"]
+
+DEFAULT_BACKOFF = 0.9  # multiplicative decrease on a throttle
+SLOW_START_BACKOFF = 0.5  # the decrease that ends slow start
+GENTLE_LIMIT = 16.0  # below this limit, additive increase slows to limit/16 per round trip
+DEFAULT_INITIAL_LIMIT = 8  # slow start begins here (capped by max_concurrency)
+DEFAULT_BURST_S = 1.0  # each bucket holds this many seconds of its rate
+DEFAULT_OUTPUT_TOKENS = 256  # TPM reservation for output tokens until real usage has been seen
+DEFAULT_PACE_S = 2.0  # how long admissions are paced after a cut
+DEFAULT_RTT_S = 1.0  # round-trip estimate before the first success
+_RTT_GAIN = 0.125  # EWMA gains (TCP's srtt gain) for the round trip and the output-token estimate
+_OUTPUT_GAIN = 0.05
+_EPS = 1e-9
+
+
+class TokenBucket:
+    """A token bucket: ``rate`` tokens per second, holding at most ``capacity``; starts full.
+
+        >>> bucket = TokenBucket(rate=10.0, capacity=10.0, clock=lambda: 0.0)
+        >>> bucket.wait_time(4), bucket.take(4), bucket.level
+        (0.0, None, 6.0)
+        >>> bucket.wait_time(8)   # 2 tokens short at 10/s
+        0.2
+
+    ``wait_time(n)`` for ``n > capacity`` waits for a full bucket, so an oversized request is admitted (driving
+    the level negative) instead of waiting forever.
+    """
+
+    def __init__(self, rate: float, capacity: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        if rate <= 0 or capacity <= 0:
+            raise ValueError("rate and capacity must be > 0")
+        self.rate = float(rate)
+        self.capacity = float(capacity)
+        self._clock = clock
+        self._level = self.capacity
+        self._stamp = clock()
+
+    @property
+    def level(self) -> float:
+        self._refill()
+        return self._level
+
+    def wait_time(self, n: float) -> float:
+        """Seconds until ``n`` tokens (or a full bucket, if ``n`` exceeds the capacity) are available."""
+        need = min(float(n), self.capacity)
+        short = need - self.level
+        return 0.0 if short <= _EPS * max(1.0, need) else short / self.rate
+
+    def take(self, n: float) -> None:
+        """Remove ``n`` tokens; the level may go negative (an oversized or charged request)."""
+        self._refill()
+        self._level -= n
+
+    def give(self, n: float) -> None:
+        """Return ``n`` tokens (a refund), up to the capacity."""
+        self._refill()
+        self._level = min(self.capacity, self._level + n)
+
+    def _refill(self) -> None:
+        now = self._clock()
+        if now > self._stamp:
+            self._level = min(self.capacity, self._level + (now - self._stamp) * self.rate)
+        self._stamp = max(self._stamp, now)
+
+
+class Permit:
+    """One admitted attempt. Call ``done(outcome, tokens_used)`` exactly when the attempt is over (idempotent)."""
+
+    __slots__ = ("_limiter", "est_tokens", "reserved_tokens", "epoch", "saturation_mark", "started", "outcome")
+
+    def __init__(self, limiter: "RequestLimiter", est_tokens: int, reserved_tokens: float, epoch: int,
+                 saturation_mark: int, started: float) -> None:
+        self._limiter = limiter
+        self.est_tokens = est_tokens
+        self.reserved_tokens = reserved_tokens
+        self.epoch = epoch  # the number of cuts before this attempt was admitted
+        self.saturation_mark = saturation_mark  # how often the limit had been full before it was admitted
+        self.started = started
+        self.outcome: Outcome | None = None
+
+    def done(self, outcome: Outcome, tokens_used: int | None = None) -> None:
+        """Release the slot and feed the outcome to AIMD; later calls do nothing."""
+        if self.outcome is not None:
+            return
+        if outcome not in ("ok", "throttled", "error"):
+            raise ValueError(f"unknown outcome {outcome!r}")
+        self.outcome = outcome
+        self._limiter._release(self, outcome, tokens_used)
+
+    def __enter__(self) -> "Permit":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.done("error" if exc_type is not None else "ok")
+
+
+class RequestLimiter:
+    """Per-process admission control (see the module docstring for the policy).
+
+        limiter = RequestLimiter(max_concurrency=64, rpm=None, tpm=2_000_000)
+        permit = await limiter.acquire(est_tokens=900)
+        ...
+        permit.done("ok", tokens_used=1130)
+        limiter.stats()   # {'limit': 12, 'in_flight': 11, 'peak_in_flight': 12, 'throttle_events': 0, ...}
+
+    ``clock`` and ``sleep`` are injectable for tests (a fake clock and a sleep that advances it).
+    """
+
+    def __init__(self, *, max_concurrency: int, rpm: float | None = None, tpm: float | None = None,
+                 adaptive: bool = True, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+                 initial_limit: int | None = None, backoff: float = DEFAULT_BACKOFF, cooldown_s: float = 0.0,
+                 pace_s: float = DEFAULT_PACE_S, burst_s: float = DEFAULT_BURST_S,
+                 output_tokens: int = DEFAULT_OUTPUT_TOKENS) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be >= 1")
+        if not 0 < backoff < 1:
+            raise ValueError("backoff must be between 0 and 1")
+        for name, value in (("rpm", rpm), ("tpm", tpm)):
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be > 0 (or None for no limit)")
+        self.max_concurrency = int(max_concurrency)
+        self.adaptive = adaptive
+        self.backoff = backoff
+        self.cooldown_s = cooldown_s
+        self.pace_s = pace_s
+        self._clock = clock
+        self._sleep = sleep
+        self._rpm = TokenBucket(rpm / 60, max(1.0, rpm / 60 * burst_s), clock=clock) if rpm else None
+        self._tpm = TokenBucket(tpm / 60, max(1.0, tpm / 60 * burst_s), clock=clock) if tpm else None
+        start = DEFAULT_INITIAL_LIMIT if initial_limit is None else initial_limit
+        self._cwnd = float(max(1, min(self.max_concurrency, start))) if adaptive else float(self.max_concurrency)
+        self._slow_start = adaptive
+        self._epoch = 0
+        self._last_cut: float | None = None
+        self._pace_until = float("-inf")
+        self._next_admit = float("-inf")
+        self._rtt = DEFAULT_RTT_S
+        self._rtt_seen = False
+        self._output_est = float(output_tokens)
+        self._in_flight = 0
+        self._peak_in_flight = 0
+        self._saturations = 0  # admissions that filled the limit
+        self._gate: asyncio.Lock | None = None
+        self._changed: asyncio.Future[None] | None = None
+        # counters (read from any thread)
+        self.throttled_seconds = 0.0
+        self.admitted = 0
+        self.throttle_events = 0
+        self.cuts = 0
+        self.outcomes = {"ok": 0, "throttled": 0, "error": 0}
+
+    # -- public ----------------------------------------------------------------------------------------------------
+
+    @property
+    def limit(self) -> int:
+        """The current in-flight limit: ``max_concurrency``, or the AIMD limit when adaptive."""
+        return max(1, min(self.max_concurrency, int(self._cwnd + _EPS)))
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def acquire(self, est_tokens: int = 0) -> Permit:
+        """Wait for a slot, the RPM request and the TPM tokens (``est_tokens`` + expected output); FIFO."""
+        if self._gate is None:
+            self._gate = asyncio.Lock()
+        async with self._gate:
+            return await self._admit(max(0, int(est_tokens)))
+
+    def stats(self) -> dict[str, Any]:
+        """A snapshot for logs and benchmarks."""
+        return {
+            "limit": self.limit,
+            "max_concurrency": self.max_concurrency,
+            "in_flight": self._in_flight,
+            "peak_in_flight": self._peak_in_flight,
+            "admitted": self.admitted,
+            "throttle_events": self.throttle_events,
+            "cuts": self.cuts,
+            "throttled_seconds": round(self.throttled_seconds, 3),
+            "rtt_s": round(self._rtt, 4),
+            "output_tokens_estimate": round(self._output_est, 1),
+            "outcomes": dict(self.outcomes),
+        }
+
+    # -- admission ---------------------------------------------------------------------------------------------
+
+    async def _admit(self, est_tokens: int) -> Permit:
+        while True:
+            now = self._clock()
+            if self._in_flight >= self.limit:
+                # Held by the AIMD limit (after a throttle) counts as throttling; by max_concurrency it doesn't.
+                await self._wait(None, throttling=self.limit < self.max_concurrency and self.cuts > 0)
+                continue
+            reserve = est_tokens + self._output_est
+            delay = 0.0
+            if now < self._pace_until:
+                delay = self._next_admit - now
+            if self._rpm is not None:
+                delay = max(delay, self._rpm.wait_time(1))
+            if self._tpm is not None:
+                delay = max(delay, self._tpm.wait_time(reserve))
+            if delay > 0:
+                await self._wait(delay, throttling=True)
+                continue
+            return self._take(est_tokens, reserve, now)
+
+    def _take(self, est_tokens: int, reserve: float, now: float) -> Permit:
+        if self._rpm is not None:
+            self._rpm.take(1)
+        if self._tpm is not None:
+            self._tpm.take(reserve)
+        if now < self._pace_until:
+            self._next_admit = now + self._rtt / self.limit
+        mark = self._saturations
+        self._in_flight += 1
+        if self._in_flight >= self.limit:
+            self._saturations += 1
+        self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
+        self.admitted += 1
+        return Permit(self, est_tokens, reserve if self._tpm is not None else 0.0, self._epoch, mark, now)
+
+    async def _wait(self, delay: float | None, *, throttling: bool) -> None:
+        """Wait until a permit is released (or tokens refunded), or ``delay`` seconds pass, whichever is first."""
+        loop = asyncio.get_running_loop()
+        changed = self._changed = loop.create_future()
+        start = self._clock()
+        sleeper = None
+        try:
+            if delay is None:
+                await changed
+            else:
+                sleeper = asyncio.ensure_future(self._sleep(delay))
+                await asyncio.wait((sleeper, changed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if sleeper is not None and not sleeper.done():
+                sleeper.cancel()
+            if self._changed is changed:
+                self._changed = None
+            if throttling:
+                self.throttled_seconds += max(0.0, self._clock() - start)
+
+    def _notify(self) -> None:
+        changed = self._changed
+        if changed is not None and not changed.done():
+            changed.set_result(None)
+
+    # -- release and AIMD ------------------------------------------------------------------------------------------
+
+    def _release(self, permit: Permit, outcome: Outcome, tokens_used: int | None) -> None:
+        now = self._clock()
+        self.outcomes[outcome] += 1
+        self._in_flight -= 1
+        if self._tpm is not None:
+            if tokens_used is not None:
+                self._output_est += _OUTPUT_GAIN * (max(0, tokens_used - permit.est_tokens) - self._output_est)
+                self._settle(permit.reserved_tokens - tokens_used)
+            elif outcome == "throttled":
+                self._settle(permit.reserved_tokens)
+        if outcome == "ok":
+            rtt = max(0.0, now - permit.started)
+            self._rtt = rtt if not self._rtt_seen else self._rtt + _RTT_GAIN * (rtt - self._rtt)
+            self._rtt_seen = True
+            # Grow only if the limit was full at some point while this attempt was in flight (else the limit
+            # isn't what holds the process back, and growing it would be untested).
+            if self.adaptive and self._saturations > permit.saturation_mark:
+                self._grow()
+        elif outcome == "throttled":
+            self.throttle_events += 1
+            if self.adaptive and self._should_cut(permit, now):
+                self._cut(now)
+        self._notify()
+
+    def _grow(self) -> None:
+        if self._slow_start:
+            self._cwnd += 1.0  # +1 per success: doubles per round trip
+        else:
+            # +1 per round trip (1/limit per success); below GENTLE_LIMIT proportionally less, so a small limit
+            # (many workers sharing one pool) doesn't overshoot by a large fraction on every probe.
+            self._cwnd += min(1.0, self._cwnd / GENTLE_LIMIT) / self._cwnd
+        self._cwnd = min(self._cwnd, float(self.max_concurrency))
+
+    def _settle(self, refund: float) -> None:
+        if refund >= 0:
+            self._tpm.give(refund)
+        else:
+            self._tpm.take(-refund)
+
+    def _should_cut(self, permit: Permit, now: float) -> bool:
+        if permit.epoch != self._epoch:
+            return False  # sent before the latest cut: part of the overload we already reacted to
+        return self._last_cut is None or now - self._last_cut >= self.cooldown_s
+
+    def _cut(self, now: float) -> None:
+        # Slow start doubles per round trip, so when it first overshoots it can be up to 2x too high: halve then.
+        factor = min(self.backoff, SLOW_START_BACKOFF) if self._slow_start else self.backoff
+        self._cwnd = max(1.0, self._cwnd * factor)
+        self._slow_start = False
+        self._epoch += 1
+        self._last_cut = now
+        self.cuts += 1
+        if self.pace_s > 0:
+            self._pace_until = now + self.pace_s
+            self._next_admit = now + self._rtt / self.limit
