@@ -1,0 +1,234 @@
+"""Pure request building: one InputRecord + the run's ClientConfig -> one ChatRequest for ``chat.completions.create``.
+
+    >>> req = build_request(InputRecord(prompt="Say hi", params={"temperature": 0, "top_k": 5}), config)
+    >>> req.messages
+    [{'role': 'user', 'content': 'Say hi'}]
+    >>> req.kwargs, req.extra_body          # top_k is not a create() parameter, so it rides in the JSON body
+    ({'temperature': 0}, {'top_k': 5})
+    >>> await client.chat.completions.create(**req.create_args())
+
+Rules:
+- A record's ``model``/``params``/``schema``/``google`` override the config's defaults (``google`` dicts are merged
+  key by key, nested dicts too). ``system`` (the record's, else the config's for ``prompt`` records) becomes the
+  first message.
+- Params that ``create()`` accepts go as keyword arguments; any other (``top_k``...) goes into ``extra_body``.
+- ``google`` goes DOUBLE-nested, ``extra_body={"extra_body": {"google": {...}}}``, so the JSON body carries
+  ``"extra_body": {"google": {...}}`` — what Vertex reads. It is sent whenever it is non-empty, also to plain
+  OpenAI-compatible targets (which ignore unknown body fields); nothing is sent when it is empty.
+- ``reasoning_effort`` together with ``google.thinking_config`` is refused here (Vertex answers 400).
+- Local media paths (no scheme, or ``file://``) in ``image_url`` / ``input_audio.data`` are inlined as
+  ``data:<mime>;base64,...`` only when their real path lies under ``config.media_root`` (relative paths are
+  relative to it); gs://, https:// and data: URLs pass through untouched, as do ``extra_content`` fields.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import inspect
+import mimetypes
+import os
+import re
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+from openai.resources.chat.completions import AsyncCompletions
+
+from client.config import ClientConfig
+from client.constants import REQUEST_KEY_CHARS
+from client.errors import BadRequest, MediaError
+from schemas.records import InputRecord, canonical_json
+from schemas.registry import OutputSchema, UnknownSchema, resolve_schema
+
+__all__ = ["ChatRequest", "build_request", "estimate_tokens", "request_key"]
+
+# Keys the core itself controls; a record may not set them through params.
+_RESERVED = frozenset({"messages", "model", "stream", "stream_options", "extra_headers", "extra_query",
+                       "extra_body", "timeout"})
+# What create() accepts, read from the SDK so new SDK parameters are picked up without a code change.
+_SDK_PARAMS = frozenset(inspect.signature(AsyncCompletions.create).parameters) - _RESERVED - {"self"}
+# Token estimate (see estimate_tokens): Gemini bills an image at 258 tokens; inline media ~1 token per 100 bytes.
+_WORDS = re.compile(r"\w+|[^\w\s]")
+_MEDIA_URI_TOKENS = 258
+_INLINE_BYTES_PER_TOKEN = 100
+
+
+@dataclass
+class ChatRequest:
+    """Everything one call needs. ``request_key`` is the identity of the work (resume, caching)."""
+
+    model: str | None
+    messages: list[dict[str, Any]]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    schema: OutputSchema | None = None
+    request_key: str = ""
+    est_prompt_tokens: int = 0
+    thought_marker: str | None = None
+
+    def create_args(self, messages: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Keyword arguments for ``chat.completions.create`` (``messages`` replaces the request's, for re-asks)."""
+        args: dict[str, Any] = {"model": self.model if self.model is not None else openai.omit,
+                                "messages": self.messages if messages is None else messages, **self.kwargs}
+        if self.extra_body:
+            args["extra_body"] = self.extra_body
+        return args
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _messages(record: InputRecord, config: ClientConfig) -> list[dict[str, Any]]:
+    if record.prompt is not None:
+        system = record.system if record.system is not None else config.system
+        head = [{"role": "system", "content": system}] if system else []
+        return head + [{"role": "user", "content": record.prompt}]
+    messages = copy.deepcopy(record.messages or [])
+    if record.system:
+        if any(m.get("role") in ("system", "developer") for m in messages):
+            raise BadRequest("the record has both 'system' and a system message; keep one")
+        messages.insert(0, {"role": "system", "content": record.system})
+    return messages
+
+
+def _inline_file(spec: str, config: ClientConfig) -> tuple[str, bytes]:
+    """(mime, bytes) of a local media file, only if it really lies under media_root."""
+    if not config.media_root:
+        raise MediaError(f"local media path {spec!r} needs --media_root (a directory local files may come from)")
+    path = urllib.request.url2pathname(urllib.parse.urlsplit(spec).path) if spec.startswith("file:") else spec
+    root = os.path.realpath(config.media_root)
+    real = os.path.realpath(os.path.join(root, path))  # an absolute path replaces root; symlinks are followed
+    if os.path.commonpath([root, real]) != root:
+        raise MediaError(f"media path {spec!r} resolves outside --media_root")
+    if not os.path.isfile(real):
+        raise MediaError(f"media file {spec!r} does not exist or is not a regular file")
+    with open(real, "rb") as fh:
+        data = fh.read(config.max_media_bytes + 1)
+    if len(data) > config.max_media_bytes:
+        raise MediaError(f"media file {spec!r} is larger than max_media_bytes ({config.max_media_bytes})")
+    return mimetypes.guess_type(real)[0] or "application/octet-stream", data
+
+
+def _is_local(url: Any) -> bool:
+    return isinstance(url, str) and urllib.parse.urlsplit(url).scheme.lower() in ("", "file")
+
+
+def _inline_media(messages: list[dict[str, Any]], config: ClientConfig) -> None:
+    for message in messages:
+        parts = message.get("content")
+        for part in parts if isinstance(parts, list) else []:
+            if part.get("type") == "image_url":
+                value = part.get("image_url")
+                url = value.get("url") if isinstance(value, dict) else value
+                if _is_local(url):
+                    mime, data = _inline_file(url, config)
+                    data_url = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+                    if isinstance(value, dict):
+                        value["url"] = data_url
+                    else:
+                        part["image_url"] = data_url
+            elif part.get("type") == "input_audio" and isinstance(part.get("input_audio"), dict):
+                audio = part["input_audio"]
+                if _is_local(audio.get("data")):
+                    mime, data = _inline_file(audio["data"], config)
+                    encoded = base64.b64encode(data).decode("ascii")
+                    if config.target.kind == "openai":
+                        audio["data"] = encoded  # OpenAI's own form: bare base64 plus the part's "format"
+                    else:
+                        fmt = str(audio.get("format") or "")
+                        mime = fmt if "/" in fmt else mimetypes.guess_type(f"x.{fmt}")[0] or mime
+                        audio["data"] = f"data:{mime};base64,{encoded}"
+
+
+def _text_tokens(text: str) -> int:
+    # One token per word or punctuation mark; a word longer than 8 characters costs ceil(len/4).
+    return sum(1 if len(w) <= 8 else -(-len(w) // 4) for w in _WORDS.findall(text))
+
+
+def _media_tokens(url: Any) -> int:
+    if isinstance(url, str) and url.startswith("data:"):
+        payload = url.partition(",")[2]
+        return max(1, -(-(len(payload) * 3 // 4) // _INLINE_BYTES_PER_TOKEN))
+    return _MEDIA_URI_TOKENS
+
+
+def estimate_tokens(messages: list[dict[str, Any]], schema: OutputSchema | None = None,
+                    tools: Any = None) -> int:
+    """A cheap prompt-token estimate for the limiter, tuned to the emulator's documented tokenizer
+    (docs/emulator.md): 3 + 4 per message + text tokens; a media URI 258; inline media 1 per 100 bytes;
+    the schema's and the tools' compact JSON count as text. Tune here, only here."""
+    total = 3
+    for message in messages:
+        total += 4 + _text_tokens(str(message.get("name") or ""))
+        content = message.get("content")
+        if isinstance(content, str):
+            total += _text_tokens(content)
+        for part in content if isinstance(content, list) else []:
+            if part.get("type") == "text":
+                total += _text_tokens(str(part.get("text", "")))
+            elif part.get("type") == "image_url":
+                value = part.get("image_url")
+                total += _media_tokens(value.get("url") if isinstance(value, dict) else value)
+            elif part.get("type") == "input_audio":
+                total += _media_tokens((part.get("input_audio") or {}).get("data"))
+            else:
+                total += _text_tokens(canonical_json(part))
+        if message.get("tool_calls"):
+            total += _text_tokens(canonical_json(message["tool_calls"]))
+    if schema is not None:
+        total += _text_tokens(canonical_json(schema.json_schema))
+    if tools:
+        total += _text_tokens(canonical_json(tools))
+    return total
+
+
+def request_key(model: str | None, messages: list[dict[str, Any]], params: dict[str, Any],
+                extra_body: dict[str, Any], schema: OutputSchema | None) -> str:
+    """sha256 (first 32 hex chars) of the canonical JSON of what is sent: the identity of the work."""
+    payload = {"model": model, "messages": messages, "params": params, "extra_body": extra_body,
+               "schema": schema.json_schema if schema is not None else None}
+    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()[:REQUEST_KEY_CHARS]
+
+
+def build_request(record: InputRecord, config: ClientConfig) -> ChatRequest:
+    """The request for one record. Raises BadRequest or MediaError (permanent) for a record that cannot be sent."""
+    params = {**config.params, **record.params}
+    reserved = sorted(_RESERVED & params.keys())
+    if reserved:
+        raise BadRequest(f"params may not set {', '.join(reserved)} (the pipeline controls them)")
+    google = _merge(config.google, record.google or {})
+    if params.get("reasoning_effort") is not None and google.get("thinking_config") is not None:
+        raise BadRequest("reasoning_effort and google.thinking_config cannot be combined (Vertex rejects both); "
+                         "use one of them")
+    kwargs = {k: v for k, v in params.items() if k in _SDK_PARAMS}
+    extra_body = {k: v for k, v in params.items() if k not in _SDK_PARAMS}
+    if google:
+        extra_body["extra_body"] = {"google": google}
+
+    spec = record.schema_name or config.schema
+    schema = None
+    if spec:
+        try:
+            schema = resolve_schema(spec)
+        except UnknownSchema as exc:
+            raise BadRequest(str(exc), error_type="unknown_schema") from None
+        kwargs["response_format"] = schema.response_format()
+
+    messages = _messages(record, config)
+    _inline_media(messages, config)
+    model = record.model or config.model
+    marker = google.get("thought_tag_marker")
+    return ChatRequest(
+        model=model, messages=messages, kwargs=kwargs, extra_body=extra_body, schema=schema,
+        request_key=request_key(model, messages, kwargs, extra_body, schema),
+        est_prompt_tokens=estimate_tokens(messages, schema, kwargs.get("tools")),
+        thought_marker=marker if isinstance(marker, str) and marker else None,
+    )
