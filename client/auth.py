@@ -4,11 +4,12 @@
     >>> client = openai.AsyncOpenAI(api_key=source.token, base_url=..., max_retries=0)
     >>> # the SDK awaits source.token() on every attempt; it refreshes only when the credentials are not valid
 
-Every source has ``async token() -> str`` (the SDK's callable ``api_key``), ``async force_refresh(seen_generation)
--> bool`` (after a 401: refresh unless another request already did since ``seen_generation``; False when the
-source has nothing to refresh) and an int ``generation`` that grows with each refresh. Sources are safe to share
-between threads and coroutines: state changes happen under a threading lock, and the blocking Google refresh runs
-in a worker thread so it never stalls the event loop.
+Every source has ``async token() -> str`` (the SDK's callable ``api_key``) and ``async force_refresh(rejected)
+-> bool``: after a 401, refresh unless the current token already differs from the ``rejected`` one (so fifty
+requests that fail together with one expired token cause one refresh); False when the source has nothing to
+refresh (a fixed key: the 401 is final). Sources are safe to share between threads and coroutines: state changes
+happen under a threading lock, and the blocking Google refresh runs in a worker thread so it never stalls the
+event loop.
 
 - ``GoogleTokenSource``: Application Default Credentials (on Dataflow: the worker service account).
 - ``LocalTokenSource``: the emulator's stand-in for ADC; mints a fresh opaque token every ``lifetime_s`` seconds.
@@ -33,11 +34,9 @@ __all__ = ["EnvKeySource", "GoogleTokenSource", "LocalTokenSource", "NoAuth", "T
 
 
 class TokenSource(Protocol):
-    generation: int
-
     async def token(self) -> str: ...
 
-    async def force_refresh(self, seen_generation: int | None = None) -> bool: ...
+    async def force_refresh(self, rejected: str | None = None) -> bool: ...
 
 
 def _translate_google_error(exc: Exception) -> ChatbeamError:
@@ -62,26 +61,29 @@ class GoogleTokenSource:
         self._request_factory = request_factory
         self._request: Any = None
         self._lock = threading.Lock()
-        self.generation = 0
+        self.refreshes = 0
 
     async def token(self) -> str:
         creds = self._credentials
         if creds is not None and creds.valid and creds.token:
             return creds.token  # the fast path: no thread hop while the token is good
-        return await asyncio.to_thread(self._refresh, None)
+        return await asyncio.to_thread(self._refresh, False, None)
 
-    async def force_refresh(self, seen_generation: int | None = None) -> bool:
-        await asyncio.to_thread(self._refresh, self.generation if seen_generation is None else seen_generation)
+    async def force_refresh(self, rejected: str | None = None) -> bool:
+        await asyncio.to_thread(self._refresh, True, rejected)
         return True
 
-    def _refresh(self, forced_from: int | None) -> str:
+    def _refresh(self, forced: bool, rejected: str | None) -> str:
         with self._lock:
             try:
                 creds = self._ensure_credentials()
-                stale = forced_from is not None and forced_from == self.generation
-                if stale or not creds.valid or not creds.token:
+                if forced:
+                    needed = rejected is None or creds.token == rejected
+                else:
+                    needed = not creds.valid or not creds.token
+                if needed:
                     creds.refresh(self._transport())
-                    self.generation += 1
+                    self.refreshes += 1
             except ChatbeamError:
                 raise
             except Exception as exc:  # google.auth errors and the transport's own (requests) errors
@@ -121,13 +123,11 @@ class LocalTokenSource:
         self._lock = threading.Lock()
         self._token: str | None = None
         self._minted_at = 0.0
-        self.generation = 0
-        self.minted: int = 0
+        self.minted = 0
 
     def _mint(self) -> str:
         self._token = self._prefix + secrets.token_urlsafe(24)
         self._minted_at = self._clock()
-        self.generation += 1
         self.minted += 1
         register_secret(self._token)
         return self._token
@@ -138,17 +138,15 @@ class LocalTokenSource:
                 return self._mint()
             return self._token
 
-    async def force_refresh(self, seen_generation: int | None = None) -> bool:
+    async def force_refresh(self, rejected: str | None = None) -> bool:
         with self._lock:
-            if seen_generation is None or seen_generation == self.generation:
+            if rejected is None or rejected == self._token:
                 self._mint()
         return True
 
 
 class EnvKeySource:
     """A fixed API key from the environment variable ``env_name``, read once when the source is built."""
-
-    generation = 0
 
     def __init__(self, env_name: str, *, environ: Mapping[str, str] | None = None) -> None:
         value = (os.environ if environ is None else environ).get(env_name, "").strip()
@@ -162,7 +160,7 @@ class EnvKeySource:
     async def token(self) -> str:
         return self._key
 
-    async def force_refresh(self, seen_generation: int | None = None) -> bool:
+    async def force_refresh(self, rejected: str | None = None) -> bool:
         return False  # a fixed key cannot be refreshed: a 401 is final
 
     def __repr__(self) -> str:
@@ -172,13 +170,12 @@ class EnvKeySource:
 class NoAuth:
     """No credentials: the caller omits the Authorization header entirely."""
 
-    generation = 0
     anonymous = True
 
     async def token(self) -> str:
         return ""
 
-    async def force_refresh(self, seen_generation: int | None = None) -> bool:
+    async def force_refresh(self, rejected: str | None = None) -> bool:
         return False
 
 

@@ -74,7 +74,7 @@ async def test_google_refreshes_only_when_not_valid() -> None:
     assert creds.refreshes == 1
     creds.expire()
     assert await source.token() == "ya29.tok-2"
-    assert creds.refreshes == 2 and source.generation == 2
+    assert creds.refreshes == 2 and source.refreshes == 2
 
 
 async def test_concurrent_callers_share_one_refresh_run_off_the_loop() -> None:
@@ -92,16 +92,18 @@ async def test_concurrent_callers_share_one_refresh_run_off_the_loop() -> None:
     assert creds.refreshes == 1 and creds.max_in_refresh == 1
 
 
-async def test_force_refresh_refreshes_a_valid_token_once_per_generation() -> None:
+async def test_force_refresh_replaces_a_rejected_token_once() -> None:
     creds = FakeCredentials(valid=True)
     source = google_source(creds)
-    assert await source.token() == "ya29.tok-0" and creds.refreshes == 0
-    seen = source.generation
-    # Two requests got a 401 with the same token: only the first forces a refresh.
-    assert await source.force_refresh(seen) is True
-    assert await source.force_refresh(seen) is True
+    rejected = await source.token()
+    assert rejected == "ya29.tok-0" and creds.refreshes == 0
+    # Two requests got a 401 with the same (still "valid") token: only the first forces a refresh.
+    assert await source.force_refresh(rejected) is True
+    assert await source.force_refresh(rejected) is True
     assert creds.refreshes == 1
     assert await source.token() == "ya29.tok-1"
+    await source.force_refresh()  # no token known: refresh unconditionally
+    assert creds.refreshes == 2
 
 
 @pytest.mark.parametrize(("error", "expected"), [
@@ -133,11 +135,10 @@ async def test_local_tokens_rotate_by_lifetime_and_on_force() -> None:
     clock.now += 1
     second = await source.token()
     assert second != first
-    seen = source.generation
-    await source.force_refresh(seen)
+    await source.force_refresh(second)
     third = await source.token()
     assert third not in (first, second)
-    await source.force_refresh(seen)  # stale: someone already refreshed since
+    await source.force_refresh(second)  # stale: someone already replaced that token
     assert await source.token() == third
     assert third not in redact(f"token {third} rejected")
 
