@@ -6,6 +6,7 @@ Nothing here sleeps or touches the network.
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -61,7 +62,7 @@ def chunk(content: str | None = None, *, finish: str | None = None, index: int =
 @dataclass
 class Script:
     """Answers requests in order from ``steps``: an httpx2.Response, a dict/list (JSON 200 or error), an
-    exception instance (raised), or a callable(request) -> Response. The last step repeats."""
+    exception instance (raised), or a (sync or async) callable(request) -> Response. The last step repeats."""
 
     steps: list[Any]
     requests: list[httpx2.Request] = field(default_factory=list)
@@ -80,7 +81,8 @@ class Script:
         if isinstance(step, BaseException):
             raise step
         if callable(step):
-            return step(request)
+            response = step(request)
+            return await response if inspect.isawaitable(response) else response
         if isinstance(step, httpx2.Response):
             return step
         return httpx2.Response(200, json=step)
