@@ -55,9 +55,9 @@ def gcp_env(gcp_workdir, gcs_emulator):
         yield emulators.client_environment(gcs_emulator, None, adc)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def bq_endpoint(bigquery_emulator, gcp_env):
-    """The emulator as a BigQueryEndpoint, with Beam's connectors redirected to it for the session."""
+    """The emulator as a BigQueryEndpoint, with Beam's connectors redirected to it for the module."""
     from transforms.bigquery_endpoint import BigQueryEndpoint, redirect_beam_bigquery
 
     endpoint = BigQueryEndpoint(bigquery_emulator.rest_url, bigquery_emulator.grpc_target)
@@ -66,7 +66,7 @@ def bq_endpoint(bigquery_emulator, gcp_env):
     undo()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def bq_client(bq_endpoint):
     """A google-cloud-bigquery client on the emulator, for setting up and checking tables."""
     from google.auth.credentials import AnonymousCredentials
