@@ -165,7 +165,7 @@ class ChatCaller:
 
     def _on_retry(self, exc: BaseException, seconds: float) -> None:
         self.counters.inc("retries")
-        self.counters.inc("backoff_seconds", seconds)
+        self.counters.inc("backoff_ms", round(seconds * 1000))
         log.debug("retrying in %.2fs after %s", seconds, exc)
 
     async def _attempt(self, request: ChatRequest, messages: list[dict[str, Any]],
@@ -186,7 +186,7 @@ class ChatCaller:
                else estimate_tokens(messages, request.schema, request.kwargs.get("tools")))
         waited_from = self._clock()
         permit = await self.limiter.acquire(est)
-        self.counters.inc("throttled_seconds", self._clock() - waited_from)
+        self.counters.inc("permit_wait_ms", round((self._clock() - waited_from) * 1000))
         state.attempts += 1
         self.counters.inc("attempts")
         outcome, tokens_used = "error", None

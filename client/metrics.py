@@ -8,7 +8,9 @@
     {'attempts': 1}
 
 Names used by the core (ChatCaller): see ``COUNTER_NAMES``; per-status ``status_<code>`` and per-error
-``error_<error_type>`` counters are added as they occur. Values are ints, except the ``*_seconds`` ones (floats).
+``error_<error_type>`` counters are added as they occur. All values are ints (durations in milliseconds), so they
+map one to one onto Beam counters. Throttling time for Dataflow's autoscaler is the limiter's own
+``throttled_seconds`` (client/limits.py), not a counter here.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ COUNTER_NAMES = (
     "retries",             # backoff retries (attempts after a retryable failure)
     "reasks",              # re-ask turns after a schema-invalid answer
     "parse_failures",      # answers that failed schema validation (each one, re-asked or not)
-    "auth_refreshes",      # forced token refreshes after a 401
+    "auth_refreshes",      # 401s answered by a forced refresh and one repeat (a sibling may have refreshed first)
     "throttled",           # attempts answered 429 or 503
     "tokens_prompt", "tokens_completion", "tokens_reasoning", "tokens_cached", "tokens_total",
-    "backoff_seconds",     # time slept between retries (server-directed or jittered)
-    "throttled_seconds",   # time spent waiting for the limiter's permit
+    "backoff_ms",          # time slept between retries (server-directed or jittered)
+    "permit_wait_ms",      # time attempts spent waiting for the limiter's permit, summed over attempts
 )
 
 
@@ -40,22 +42,22 @@ class RunCounters:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._values: defaultdict[str, float] = defaultdict(int)
+        self._values: defaultdict[str, int] = defaultdict(int)
 
-    def inc(self, name: str, n: float = 1) -> None:
+    def inc(self, name: str, n: int = 1) -> None:
         if n:
             with self._lock:
                 self._values[name] += n
 
-    def get(self, name: str) -> float:
+    def get(self, name: str) -> int:
         with self._lock:
             return self._values.get(name, 0)
 
-    def snapshot(self) -> dict[str, float]:
+    def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(self._values)
 
-    def delta_since(self, previous: Mapping[str, float]) -> dict[str, float]:
+    def delta_since(self, previous: Mapping[str, int]) -> dict[str, int]:
         """What changed since ``previous`` (a snapshot); zero deltas are left out."""
         now = self.snapshot()
         return {k: v - previous.get(k, 0) for k, v in now.items() if v != previous.get(k, 0)}

@@ -83,6 +83,7 @@ async def test_429_with_retry_info_waits_at_least_the_delay(harness) -> None:
     assert out.latency_ms >= 39_000  # wall time of the record, on the injected clock
     snap = h.counters.snapshot()
     assert snap["status_429"] == 1 and snap["retries"] == 1 and snap["throttled"] == 1 and snap["attempts"] == 2
+    assert snap["backoff_ms"] >= 39_000 and isinstance(snap["backoff_ms"], int)
 
 
 @pytest.mark.parametrize("first", [error(500, "INTERNAL"), error(503, "UNAVAILABLE"), error(504, "DEADLINE_EXCEEDED"),
