@@ -22,7 +22,7 @@
 Every error carries ``status_code``, Google's ``status`` (e.g. RESOURCE_EXHAUSTED), a redacted ``message``,
 ``retry_after`` (seconds or None), and the stable ``error_type`` / ``stage`` written to the ErrorRecord.
 
-    >>> with map_errors():                      # also ``async with map_errors():``
+    >>> async with map_errors():                # or ``with map_errors():`` around sync SDK calls
     ...     await client.chat.completions.create(...)   # openai.RateLimitError -> RateLimited(retry_after=39.0)
     >>> is_retryable(RateLimited("busy")), is_retryable(BadRequest("no"))
     (True, False)
