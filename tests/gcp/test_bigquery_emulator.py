@@ -1,12 +1,13 @@
 """Beam's own ReadFromBigQuery (DIRECT_READ) and WriteToBigQuery (FILE_LOADS, STREAMING_INSERTS) against a real
 local BigQuery emulator (bqemulator), through the --bigquery_endpoint seam (transforms.bigquery_endpoint).
 
-The call stage is a stand-in map here (InputRecord → ResultRecord) so that these tests check the BigQuery ends
-only; the whole job with BigQuery sinks is covered once pipelines/extract.py takes --input_table.
+The 1,000-row run has the real call stage (CallChatCompletions against the local Vertex emulator, started the way
+``chatbeam --emulator`` starts it); the other runs check the BigQuery ends alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import uuid
@@ -64,9 +65,15 @@ def source_table(bq_client, dataset):
     return f"{PROJECT}:{dataset}.prompts"
 
 
-def _stand_in_call(rec) -> ResultRecord:
-    return ResultRecord(id=rec.id, request_key=f"k-{rec.id}", model="stand-in", content=rec.prompt[::-1],
-                        metadata=rec.metadata)
+@contextlib.contextmanager
+def _chat_client():
+    """The ClientConfig ``chatbeam --emulator`` would use, with its local Vertex emulator running."""
+    from pipelines.extract import _target_for_run
+    from pipelines.options import validate
+
+    plan = validate(PipelineOptions(["--input", "unused", "--output", "unused", "--emulator"]))
+    with _target_for_run(plan) as plan:
+        yield plan.client
 
 
 def _options(gcs_emulator, *extra: str) -> PipelineOptions:
@@ -78,13 +85,16 @@ def _rows(bq_client, table: str) -> list[dict]:
 
 
 def test_1000_rows_table_to_results_and_errors_tables(bq_client, bq_endpoint, gcs_emulator, dataset, source_table):
+    from transforms import CallChatCompletions
+
     results, errors = f"{PROJECT}:{dataset}.results", f"{PROJECT}:{dataset}.errors"
-    with beam.Pipeline(options=_options(gcs_emulator)) as p:
+    with _chat_client() as client, beam.Pipeline(options=_options(gcs_emulator)) as p:
         read = p | "Read" >> ReadPromptsFromBigQuery(table=source_table, mapping=MAPPING, endpoint=bq_endpoint)
-        (read.records | "Call" >> beam.Map(_stand_in_call)
-         | "WriteResults" >> WriteRecordsToBigQuery(results, kind="results", endpoint=bq_endpoint))
-        read.errors | "WriteErrors" >> WriteRecordsToBigQuery(errors, kind="errors", method="STREAMING_INSERTS",
-                                                              endpoint=bq_endpoint)
+        called = read.records | "Call" >> CallChatCompletions(client)
+        called.results | "WriteResults" >> WriteRecordsToBigQuery(results, kind="results", endpoint=bq_endpoint)
+        ((read.errors, called.errors) | "AllErrors" >> beam.Flatten()
+         | "WriteErrors" >> WriteRecordsToBigQuery(errors, kind="errors", method="STREAMING_INSERTS",
+                                                   endpoint=bq_endpoint))
 
     res, err = _rows(bq_client, results), _rows(bq_client, errors)
     res_ids, err_ids = [r["id"] for r in res], [r["id"] for r in err]
@@ -95,16 +105,18 @@ def test_1000_rows_table_to_results_and_errors_tables(bq_client, bq_endpoint, gc
 
     for r in res:
         i = int(r["id"])
-        assert r["content"] == f"question {i}"[::-1]
+        assert r["content"] and r["model"] and r["request_key"] and r["finish_reason"] == "stop"
         assert json.loads(r["metadata"]) == {"lang": ["en", "fr", "de"][i % 3], "batch": f"b{i // 100}",
                                              "created": _created(i)}
-        assert r["usage"]["total_tokens"] == 0 and r["alternatives"] == []
+        assert r["usage"]["total_tokens"] > 0 and r["attempts"] == 1 and r["alternatives"] == []
     for e in err:
         i = int(e["id"])
         assert (e["stage"], e["error_type"], e["retryable"]) == ("read", "invalid_record", False)
         assert json.loads(e["metadata"])["batch"] == f"b{i // 100}"
         record = json.loads(e["record"])  # the row as read (the mapped columns: DIRECT_READ selects only those)
         assert record["qid"] == i and record["question"] == _question(i)
+    # Results went through FILE_LOADS (a load job reading Beam's files from the GCS emulator), errors via insertAll.
+    assert any(job.job_type == "load" for job in bq_client.list_jobs())
     # Beam's temp-dataset clean-up ran, and spared the user's datasets (see docs/bigquery-gcs.md).
     assert bq_client.get_dataset(f"{PROJECT}.{dataset}")
 
