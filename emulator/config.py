@@ -195,7 +195,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--models", type=_csv, help="comma-separated known managed models (google/...)")
     p.add_argument("--thinking_models", type=_csv, help="comma-separated models that can think")
     p.add_argument("--thinking_by_default", action="store_true", help="thinking models think unasked")
-    p.add_argument("--deployed_endpoints", type=parse_endpoints, help="ID=MODEL,... (default: any numeric id)")
+    p.add_argument("--deployed_endpoints", type=_endpoints, help="ID=MODEL,... (default: any numeric id)")
     p.add_argument("--api_key", help="key required on the plain /v1 routes (default: none)")
     p.add_argument("--access_log", action="store_true", help="uvicorn access log (no headers are logged)")
     for f in dataclasses.fields(FaultConfig):
@@ -204,6 +204,13 @@ def _parser() -> argparse.ArgumentParser:
         else:
             p.add_argument(f"--{f.name}", type=float, help=f"fault: {f.name} (default {f.default})")
     return p
+
+
+def _endpoints(text: str) -> dict[str, str]:
+    try:
+        return parse_endpoints(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _bool(text: str) -> bool:

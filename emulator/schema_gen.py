@@ -29,12 +29,14 @@ from typing import Any, Sequence
 from emulator._json import canonical
 from emulator.regex_gen import Unsupported
 from emulator.regex_gen import generate as regex_generate
+from emulator.schema_check import matches
 from emulator.schema_refs import resolve_ref
 
 __all__ = ["generate", "violate"]
 
 _FALLBACK_WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot")
 _MAX_DEPTH = 40
+_ATTEMPTS = 8  # tries for a value that really matches (oneOf, allOf corner cases)
 _NULL_CHANCE = 0.2  # how often an optional (nullable) value comes out as null
 _OPTIONAL_CHANCE = 0.6  # how often an optional property is present
 _FORMATS = {"date", "date-time", "time", "email", "uri", "url", "uuid", "ipv4", "hostname"}
@@ -43,23 +45,25 @@ _TIGHTER_MAX = ("maximum", "exclusiveMaximum", "maxLength", "maxItems", "maxProp
 
 
 def generate(schema: Any, rng: random.Random, words: Sequence[str] = ()) -> Any:
-    """A value valid under ``schema`` (the root, for ``$ref`` resolution)."""
-    return _Gen(schema, rng, [w for w in words if w] or list(_FALLBACK_WORDS)).value(schema, 0)
+    """A value valid under ``schema`` (the root, for ``$ref`` resolution); best effort if unsatisfiable."""
+    gen = _Gen(schema, rng, [w for w in words if w] or list(_FALLBACK_WORDS))
+    value = gen.value(schema, 0)
+    for _ in range(_ATTEMPTS - 1):
+        if matches(value, schema):
+            break
+        value = gen.value(schema, 0)
+    return value
 
 
 def violate(schema: Any, value: Any) -> Any:
-    """A deliberately invalid variant of ``value``: a required field dropped, else a wrong type."""
+    """A deliberately invalid variant of ``value``: a required field dropped, else an extra field or wrong type."""
     node = _deref(schema, schema)
-    if isinstance(value, dict):
-        for name in node.get("required", []) if isinstance(node, dict) else []:
-            if name in value:
-                return {k: v for k, v in value.items() if k != name}
-        if isinstance(node, dict) and node.get("additionalProperties") is False:
-            return {**value, "unexpected_field": "violation"}
-        return ["not", "an", "object"]
-    if isinstance(value, str):
-        return {"unexpected": value}
-    return "not the expected type"
+    candidates: list[Any] = []
+    if isinstance(value, dict) and isinstance(node, dict):
+        candidates += [{k: v for k, v in value.items() if k != name} for name in node.get("required", []) if name in value]
+        candidates.append({**value, "unexpected_field": "violation"})
+    candidates += [["not", "the", "expected", "type"], "not the expected type", 12345, None, {"unexpected": True}]
+    return next((c for c in candidates if not matches(c, schema)), candidates[0])
 
 
 def _deref(node: Any, root: Any) -> Any:
@@ -125,9 +129,13 @@ class _Gen:
             return self.rng.choice(node["enum"])
         for key in ("anyOf", "oneOf"):
             if isinstance(node.get(key), list) and node[key]:
-                branch = self.pick_branch(node[key])
-                rest = {k: v for k, v in node.items() if k not in ("anyOf", "oneOf")}
-                return self.value(_merge(_deref(branch, self.root), rest), depth + 1)
+                rest = {k: v for k, v in node.items() if k != key}
+                for _ in range(_ATTEMPTS):  # a oneOf value must match exactly one branch
+                    branch = self.pick_branch(node[key])
+                    value = self.value(_merge(_deref(branch, self.root), rest), depth + 1)
+                    if matches(value, node, self.root):
+                        break
+                return value
         kind = self.pick_type(node)
         return getattr(self, "gen_" + kind, self.gen_string)(node, depth)
 

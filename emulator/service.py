@@ -87,7 +87,7 @@ class Emulator:
                 stats.fault(refused)
                 fc = self.faults.config
                 raise errors.resource_exhausted(fc.retry_info, fc.retry_delay_s)
-            return await self._answer(request, req, model, fingerprint, attempt, vertex)
+            return await self._answer(request, req, model, fingerprint, attempt, _content_key(body, fingerprint))
         except ApiError as err:
             stats.status(err.code)
             if vertex:
@@ -132,7 +132,7 @@ class Emulator:
         return req.model or "emulator"
 
     async def _answer(self, request: Request, req: ChatRequest, model: str, fingerprint: str, attempt: int,
-                      vertex: bool) -> Response:
+                      content_key: str) -> Response:
         stats, seed = self.stats, self._seed
         draw = self.faults.draw(random.Random(f"{seed}:{fingerprint}:{attempt}"))
         if draw.error == "reset":
@@ -153,7 +153,7 @@ class Emulator:
             stats.fault("schema_violation")
         if draw.truncate:
             stats.fault("truncate")
-        choices = make_choices(req, random.Random(f"{seed}:{fingerprint}"), violate=draw.violate,
+        choices = make_choices(req, random.Random(f"{seed}:{content_key}"), violate=draw.violate,
                                truncate=draw.truncate)
         cid = f"chatcmpl-{fingerprint[:20]}{attempt:x}"
         created = int(time.time())
@@ -183,6 +183,15 @@ class Emulator:
 
 
 _NOT_JSON = object()
+_STREAM_KEYS = ("stream", "stream_options")
+
+
+def _content_key(body: dict[str, Any], fingerprint: str) -> str:
+    """The seed of the answer: the body without its stream settings, so a streamed answer equals the plain one."""
+    if not any(k in body for k in _STREAM_KEYS):
+        return fingerprint
+    rest = {k: v for k, v in body.items() if k not in _STREAM_KEYS}
+    return hashlib.sha256(canonical(rest)).hexdigest()
 
 
 async def _stream(events: list[bytes], latency_s: float, *, drop: bool, scope: dict[str, Any],
