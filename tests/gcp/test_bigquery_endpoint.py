@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from transforms.bigquery import WriteRecordsToBigQuery, to_write_disposition
+from transforms.bigquery import ColumnMapping, WriteRecordsToBigQuery, to_write_disposition
 from transforms.bigquery_endpoint import BIGQUERY_EMULATOR_HOST, BigQueryEndpoint, redirect_beam_bigquery
 
 
@@ -74,3 +74,49 @@ def test_bad_write_options():
         to_write_disposition("overwrite")
     with pytest.raises(ValueError, match="kind must be"):
         WriteRecordsToBigQuery("p:d.t", kind="outputs")
+
+
+# --- the command line ---------------------------------------------------------------------------------------------
+
+
+def _parse(*argv: str):
+    import argparse
+
+    from transforms.bigquery import add_bigquery_arguments
+
+    parser = argparse.ArgumentParser()
+    for name in ("--input", "--output", "--errors"):
+        parser.add_argument(name)
+    add_bigquery_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_bigquery_io_from_options():
+    from transforms.bigquery import BigQueryIO, ReadPromptsFromBigQuery
+
+    io = BigQueryIO.from_options(_parse(
+        "--input_table", "p:d.t", "--id_column", "qid", "--messages_column", "m", "--metadata_columns", "a,b",
+        "--output_table", "p:d.res", "--errors_table", "p:d.err", "--write_disposition", "truncate",
+        "--bigquery_endpoint", "http://127.0.0.1:9050", "--bigquery_storage_endpoint", "127.0.0.1:9060"))
+    assert io.reads and io.mapping == ColumnMapping(id_column="qid", prompt_column=None, messages_column="m",
+                                                    metadata_columns=("a", "b"))
+    assert io.endpoint == BigQueryEndpoint("http://127.0.0.1:9050", "127.0.0.1:9060")
+    assert isinstance(io.read(), ReadPromptsFromBigQuery)
+    assert isinstance(io.write("errors"), WriteRecordsToBigQuery)
+    files = BigQueryIO.from_options(_parse("--input", "x.jsonl", "--output", "out/r"))
+    assert not files.reads and files.output_table is None and files.endpoint is None
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("--input_table", "p:d.t", "--input_query", "SELECT 1"), "not both"),
+    (("--input", "x", "--input_table", "p:d.t"), "give one input"),
+    (("--input", "x", "--prompt_column", "q"), "--prompt_column apply to --input_table/--input_query only"),
+    (("--input_table", "p:d.t", "--output_table", "p:d.r"), "give --errors_table"),
+    (("--input_table", "p:d.t", "--output", "o", "--output_table", "p:d.r"), "one results sink"),
+    (("--input_table", "p:d.t", "--prompt_column", "a", "--messages_column", "b"), "exactly one of"),
+])
+def test_bigquery_io_rejects_contradictions(argv, message):
+    from transforms.bigquery import BigQueryIO
+
+    with pytest.raises(ValueError, match=message):
+        BigQueryIO.from_options(_parse(*argv))
