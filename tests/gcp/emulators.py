@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -223,6 +224,7 @@ def client_environment(gcs: GcsEmulator | None, bq: BigQueryEmulator | None, adc
 
 
 def main() -> int:
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the emulators on SIGTERM as on Ctrl-C
     work = Path(tempfile.mkdtemp(prefix="chatbeam-gcp-emulators-"))
     gcs = GcsEmulator(name="gcs", log_path=work / "gcs.log", data_dir=work / "gcs").start()
     bq = BigQueryEmulator(name="bigquery", log_path=work / "bigquery.log", gcs_local_root=gcs.objects_root).start()
