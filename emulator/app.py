@@ -32,7 +32,7 @@ _ADMIN = "/emulator/"
 
 
 class EmulatorApp(Starlette):
-    """Starlette plus in-flight accounting around every API request.
+    """Starlette plus in-flight accounting around every API request (until its last body byte is sent).
 
     Stores uvicorn's raw ``send`` in the scope so faults can reach the transport.
     """
@@ -46,10 +46,20 @@ class EmulatorApp(Starlette):
         scope[SEND_KEY] = send
         stats = self.emulator.stats
         stats.enter()
+        answered = False
+
+        async def send_and_track(message: Any) -> None:
+            nonlocal answered
+            if not answered and message["type"] == "http.response.body" and not message.get("more_body"):
+                answered = True  # the last byte is handed over: no longer in flight
+                stats.leave()
+            await send(message)
+
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, send_and_track)
         finally:
-            stats.leave()
+            if not answered:  # reset, hang cancelled, client gone mid-stream
+                stats.leave()
 
 
 def _json(value: Any, status: int = 200) -> Response:

@@ -34,10 +34,11 @@ class Stats:
         self.reset()
 
     def reset(self) -> None:
+        """Zero every counter; ``in_flight`` is a live gauge and keeps counting requests already running."""
         self.started = time.time()
         self.requests = 0
-        self.in_flight = 0
-        self.max_in_flight = 0
+        self.in_flight = getattr(self, "in_flight", 0)
+        self.max_in_flight = self.in_flight
         self.by_status: Counter[str] = Counter()
         self.by_route: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import threading
+import time
 
 import httpx2
 
@@ -83,3 +85,34 @@ def test_reset_clears_everything(emu, http):
     assert stats["requests"] == 0 and stats["fingerprints"] == {} and stats["tokens"]["prompt"] == 0
     assert stats["max_in_flight"] == 0 and stats["by_status"] == {}
     assert emu.stats()["requests"] == 0  # the admin routes themselves are not counted
+
+
+def test_reset_keeps_counting_requests_already_in_flight(emu, http):
+    emu.set_faults(latency_ms=400)
+    slow = threading.Thread(target=lambda: httpx2.post(emu.url + MANAGED + CHAT, json=user("slow"), headers=AUTH))
+    slow.start()
+    deadline = time.time() + 5
+    while emu.stats(fingerprints=False)["in_flight"] == 0 and time.time() < deadline:
+        time.sleep(0.01)
+    emu.reset()
+    during = emu.stats(fingerprints=False)
+    slow.join()
+    after = emu.stats(fingerprints=False)
+
+    assert during["in_flight"] == 1 and during["max_in_flight"] == 1 and during["requests"] == 0
+    assert after["in_flight"] == 0 and after["ok"] == 1
+
+
+def test_pipelined_streams_on_one_connection_never_overlap(emu):
+    host, port = emu.url.removeprefix("http://").split(":")
+    body = json.dumps(user("pipelined", stream=True)).encode()
+    request = (f"POST {MANAGED}{CHAT} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(request * 5)  # five requests back to back, answered one after another
+        received = b""
+        while received.count(b"data: [DONE]") < 5:
+            received += sock.recv(65536)
+
+    stats = emu.stats()
+    assert stats["ok"] == 5 and stats["max_in_flight"] == 1
