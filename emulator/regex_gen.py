@@ -9,7 +9,7 @@ The result is always re-checked with ``re.search`` by the caller.
 Usage::
 
     import random
-    s = generate(r"^[A-Z]{2}-\d{3}$", random.Random(1))   # e.g. 'QK-402'
+    s = generate(r"^[A-Z]{2}-\d{3}$", random.Random(1))   # 'SZ-417'
 """
 
 from __future__ import annotations

@@ -15,14 +15,13 @@ Usage::
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from typing import Any
 
 from emulator import tokens
 from emulator._json import dumps
 from emulator.errors import ApiError, invalid_argument
+from emulator.parts import parse_content
 from emulator.schema_refs import SchemaError, check_schema
 
 __all__ = ["ChatRequest", "Thinking", "parse_chat", "ROLES", "MAX_N"]
@@ -30,7 +29,6 @@ __all__ = ["ChatRequest", "Thinking", "parse_chat", "ROLES", "MAX_N"]
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 MAX_N = 8
 _EFFORTS = ("none", "minimal", "low", "medium", "high")
-_DATA_URL = re.compile(r"data:([^;,]*)((?:;[^;,]*)*),", re.S)
 _WORD = re.compile(r"\w+")
 
 
@@ -85,69 +83,6 @@ def _int(body: dict[str, Any], key: str, low: int, high: int | None = None) -> i
     return value
 
 
-def _decode(data: str, what: str) -> int:
-    try:
-        return len(base64.b64decode(data, validate=True))
-    except (binascii.Error, ValueError):
-        raise _fail(f"Invalid base64 data in {what}.") from None
-
-
-def _media(url: Any, what: str, default_mime: str | None = None) -> tuple[str, int]:
-    """(acknowledgement, prompt tokens) for a media reference."""
-    if not isinstance(url, str) or not url:
-        raise _fail(f"{what} must be a non-empty string.")
-    if url.startswith(("gs://", "https://", "http://")):
-        return f"[{url}]", tokens.MEDIA_URI_TOKENS
-    if url.startswith("data:"):
-        match = _DATA_URL.match(url)
-        if not match or ";base64" not in match.group(2):
-            raise _fail(f"{what}: only base64 data URLs are supported.")
-        mime = match.group(1) or "application/octet-stream"
-        n_bytes = _decode(url[match.end():], what)
-        return f"[{mime} {n_bytes} bytes]", tokens.inline_media_tokens(n_bytes)
-    if default_mime is None:
-        raise _fail(f"{what}: unsupported URL (use gs://, https:// or a data: URL).")
-    n_bytes = _decode(url, what)  # input_audio may carry raw base64
-    return f"[{default_mime} {n_bytes} bytes]", tokens.inline_media_tokens(n_bytes)
-
-
-def _content(req: ChatRequest, content: Any, i: int, texts: list[str]) -> str:
-    """Collect a message's text (returned) and media acknowledgements; count media tokens."""
-    if isinstance(content, str):
-        texts.append(content)
-        return content
-    if not isinstance(content, list):
-        raise _fail(f"messages[{i}].content must be a string or a list of parts.")
-    own: list[str] = []
-    for j, part in enumerate(content):
-        where = f"messages[{i}].content[{j}]"
-        if not isinstance(part, dict):
-            raise _fail(f"{where} must be an object.")
-        if "extra_content" in part:
-            req.extra_content[1] += 1
-        kind = part.get("type")
-        if kind == "text":
-            if not isinstance(part.get("text"), str):
-                raise _fail(f"{where}.text must be a string.")
-            own.append(part["text"])
-            continue
-        if kind == "image_url":
-            image = part.get("image_url")
-            ack, cost = _media(image.get("url") if isinstance(image, dict) else image, f"{where}.image_url")
-        elif kind == "input_audio":
-            audio = part.get("input_audio")
-            if not isinstance(audio, dict):
-                raise _fail(f"{where}.input_audio must be an object with 'data' and 'format'.")
-            fmt = audio.get("format") if isinstance(audio.get("format"), str) else "audio/wav"
-            ack, cost = _media(audio.get("data"), f"{where}.input_audio.data", fmt if "/" in fmt else f"audio/{fmt}")
-        else:
-            raise _fail(f"{where}: unsupported content part type {kind!r}.")
-        req.acks.append(ack)
-        req.prompt_tokens += cost
-    texts.extend(own)
-    return " ".join(own)
-
-
 def _messages(req: ChatRequest, messages: Any) -> None:
     if not isinstance(messages, list) or not messages:
         raise _fail("'messages' must be a non-empty list.")
@@ -165,7 +100,7 @@ def _messages(req: ChatRequest, messages: Any) -> None:
         tool_calls = msg.get("tool_calls")
         if content is None and not (role == "assistant"):
             raise _fail(f"messages[{i}].content is required for role {role!r}.")
-        text = _content(req, content, i, texts) if content is not None else ""
+        text = parse_content(req, content, i, texts) if content is not None else ""
         if role == "user":
             last_user = text
         if isinstance(msg.get("name"), str):

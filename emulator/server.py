@@ -13,6 +13,7 @@ Usage::
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import socket
 import sys
@@ -43,18 +44,10 @@ def bind(host: str, port: int) -> socket.socket:
 
 def _uvicorn_config(app: Any, config: EmulatorConfig) -> uvicorn.Config:
     kwargs: dict[str, Any] = {}
-    try:
-        import httptools  # noqa: F401
-
+    if importlib.util.find_spec("httptools"):
         kwargs["http"] = "httptools"
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        import uvloop  # noqa: F401
-
+    if importlib.util.find_spec("uvloop"):
         kwargs["loop"] = "uvloop"
-    except ImportError:  # pragma: no cover
-        pass
     return uvicorn.Config(
         app,
         access_log=config.access_log,  # uvicorn's access log has no headers, so no tokens
