@@ -13,6 +13,7 @@ Usage::
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import socket
@@ -48,8 +49,11 @@ def _uvicorn_config(app: Any, config: EmulatorConfig) -> uvicorn.Config:
         kwargs["http"] = "httptools"
     if importlib.util.find_spec("uvloop"):
         kwargs["loop"] = "uvloop"
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    log_config["handlers"]["access"]["stream"] = "ext://sys.stderr"  # stdout carries only the ready line
     return uvicorn.Config(
         app,
+        log_config=log_config,
         access_log=config.access_log,  # uvicorn's access log has no headers, so no tokens
         log_level="info" if config.access_log else "warning",
         lifespan="off",

@@ -93,6 +93,9 @@ class Emulator:
             if vertex:
                 return Response(errors.vertex_body(err), err.code, media_type=_JSON)
             return Response(errors.openai_body(err), err.code, headers=err.headers, media_type=_JSON)
+        except Exception:  # an emulator bug: count it, and let Starlette answer a plain 500 and log it
+            stats.status(500)
+            raise
 
     def _auth(self, request: Request, vertex: bool) -> None:
         header = request.headers.get("authorization")

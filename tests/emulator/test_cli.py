@@ -85,3 +85,15 @@ def test_config_round_trips_and_rejects_unknown_keys():
         FaultConfig(latency_ms=-1)
     with pytest.raises(SystemExit):  # argparse reports the bad value
         EmulatorConfig.from_argv(["--deployed_endpoints", "abc=model"])
+
+
+def test_access_log_goes_to_stderr_without_tokens_or_keys():
+    proc, url = start("--access_log", "--api_key", "key-SECRET-2")
+    try:
+        httpx2.post(url + MANAGED + CHAT, json=user("hello"), headers={"authorization": "Bearer tok-SECRET-1"})
+        httpx2.get(url + "/v1/models", headers={"authorization": "Bearer key-SECRET-2"})
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=10)
+    assert out == "" and "POST /v1/projects/p/locations/us-central1/endpoints/openapi/chat/completions" in err
+    assert "SECRET" not in err

@@ -116,3 +116,14 @@ def test_pipelined_streams_on_one_connection_never_overlap(emu):
 
     stats = emu.stats()
     assert stats["ok"] == 5 and stats["max_in_flight"] == 1
+
+
+def test_a_stream_abandoned_by_its_client_is_not_ok(emu, http):
+    emu.set_faults(latency_ms=600)
+    with http.stream("POST", MANAGED + CHAT, json=user("abandoned", stream=True), headers=AUTH) as response:
+        next(line for line in response.iter_lines() if line.startswith("data: "))
+    deadline = time.time() + 5
+    while (stats := emu.stats(fingerprints=False))["in_flight"] and time.time() < deadline:
+        time.sleep(0.02)
+
+    assert stats["in_flight"] == 0 and stats["ok"] == 0 and stats["by_status"] == {"200": 1}
