@@ -21,14 +21,12 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from client.config import Target
 from pipelines.local_emulator import EmulatorStartError, LocalEmulator
-from pipelines.options import Plan, UsageError, validate
+from pipelines.options import EMULATOR_PROJECT, Plan, UsageError, validate
 from transforms import CallChatCompletions, ReadPrompts, WriteErrors, WriteResults
 
 __all__ = ["build_pipeline", "main", "run"]
 
 log = logging.getLogger("chatbeam")
-
-EMULATOR_PROJECT = "chatbeam-local"
 
 
 def _check_input(pattern: str) -> None:

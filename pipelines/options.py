@@ -21,6 +21,7 @@ from schemas.registry import UnknownSchema, resolve_schema
 __all__ = ["ChatbeamOptions", "Plan", "UsageError", "validate"]
 
 DEFAULT_MODEL = "google/gemini-2.0-flash-001"
+EMULATOR_PROJECT = "chatbeam-local"
 
 
 class UsageError(ValueError):
@@ -41,6 +42,8 @@ class ChatbeamOptions(PipelineOptions):
         target = parser.add_argument_group("target (exactly one)")
         target.add_argument("--emulator", action="store_true",
                             help="start the local Vertex emulator for this run (DirectRunner only)")
+        target.add_argument("--emulator_url",
+                            help="use an already-running chatbeam emulator at this URL (e.g. http://127.0.0.1:8090)")
         target.add_argument("--emulator_args", default="",
                             help='extra flags for the emulator, e.g. "--latency_ms 50 --token_ttl_s 2"')
         target.add_argument("--vertex_project", help="Vertex project (default: --project); managed Gemini endpoint")
@@ -99,6 +102,8 @@ def _targets_given(o: ChatbeamOptions, project: str | None) -> list[str]:
     given = []
     if o.emulator:
         given.append("--emulator")
+    if o.emulator_url:
+        given.append("--emulator_url")
     if o.endpoint_url:
         given.append("--endpoint_url")
     if o.base_url:
@@ -122,6 +127,9 @@ def _target(o: ChatbeamOptions, project: str | None) -> Target | None:
     kind = given[0]
     if kind == "--emulator":
         return None
+    if kind == "--emulator_url":
+        return Target.managed(EMULATOR_PROJECT, o.vertex_location, api_version=o.vertex_api_version,
+                              root=o.emulator_url, auth="local_tokens")
     if kind == "--base_url":
         if o.api_key_env and not os.environ.get(o.api_key_env):
             raise UsageError(f"--api_key_env names {o.api_key_env}, but that environment variable is not set")
@@ -197,7 +205,7 @@ def validate(options: PipelineOptions) -> Plan:
     if o.media_root and not os.path.isdir(o.media_root):
         raise UsageError(f"--media_root {o.media_root!r} is not a directory")
     model = o.model
-    if model is None and (o.emulator or (target is not None and target.kind == "vertex" and not o.endpoint_id
+    if model is None and (o.emulator or o.emulator_url or (target is not None and target.kind == "vertex" and not o.endpoint_id
                                          and not o.endpoint_url)):
         model = DEFAULT_MODEL
     client = ClientConfig(

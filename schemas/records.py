@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -42,6 +43,9 @@ ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 PART_TYPES = frozenset({"text", "image_url", "input_audio", "file"})
 
 ErrorStage = Literal["read", "request", "response", "validate"]
+
+# Best effort: a line that is not JSON (say, cut off) often still starts with its id; keep it so the error is findable.
+_ID_IN_BROKEN_LINE = re.compile(r'^\s*\{\s*"id"\s*:\s*(?:"((?:[^"\\]|\\.){1,200})"|(-?\d{1,30}))')
 
 
 def canonical_json(value: Any) -> str:
@@ -223,5 +227,7 @@ def parse_line(line: str | bytes, *, max_record_bytes: int = DEFAULT_MAX_RECORD_
     try:
         obj = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
-        return read_error("invalid_json", f"not valid JSON: {exc}", raw=text)
+        found = _ID_IN_BROKEN_LINE.match(text)
+        return read_error("invalid_json", f"not valid JSON: {exc}", raw=text,
+                          record_id=(found.group(1) or found.group(2)) if found else None)
     return parse_row(obj, raw=text)

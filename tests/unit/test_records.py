@@ -56,6 +56,12 @@ def test_bad_lines_are_read_errors_that_keep_the_line(line, error_type, fragment
     assert err.raw == line
 
 
+def test_cut_off_line_still_names_its_id():
+    assert parse_line('{"id": "r7", "prompt": "cut of').id == "r7"
+    assert parse_line('{"id": 12, "prompt": "cut of').id == "12"
+    assert parse_line('{"prompt": "x", "id": "late"').id is None
+
+
 def test_error_keeps_id_when_the_line_had_one():
     assert parse_line('{"id": "r9", "metadata": {"m": 1}}').id == "r9"
     assert parse_line('{"id": "r9", "metadata": {"m": 1}}').metadata == {"m": 1}
