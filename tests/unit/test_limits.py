@@ -389,9 +389,12 @@ def test_a_burst_of_throttles_from_one_overload_cuts_once():
         assert limiter.cuts == 1 and limiter.throttle_events == 40
         assert limiter.limit == 20  # the cut that ends slow start halves
 
-        # A request admitted after the cut and throttled is a new signal: congestion-avoidance cut (×0.9).
-        p = await limiter.acquire()
-        p.done("throttled")
+        # A request admitted after the cut and throttled is a new signal, but within one round trip of the
+        # cut (1 s until a success has measured it) it is still the same overload.
+        (await limiter.acquire()).done("throttled")
+        assert limiter.cuts == 1
+        clock.now += 1.0
+        (await limiter.acquire()).done("throttled")  # a round trip later: congestion-avoidance cut (×0.9)
         assert limiter.cuts == 2 and limiter.limit == 18
 
     run(main())
@@ -415,17 +418,17 @@ def test_cooldown_window_spaces_cuts_in_time():
 
 def test_additive_increase_is_about_one_per_round_trip_and_only_when_used():
     clock = FakeClock()
-    limiter = _limiter(clock, max_concurrency=64, initial_limit=40)
+    limiter = _limiter(clock, max_concurrency=128, initial_limit=80)
 
     async def main():
-        (await limiter.acquire()).done("throttled")  # leaves slow start at 20
-        assert limiter.limit == 20
-        # Keep the limit full: release one, admit one — 20 successes is one round trip's worth.
-        permits = collections.deque([await limiter.acquire() for _ in range(20)])
-        for _ in range(20):
+        (await limiter.acquire()).done("throttled")  # leaves slow start at 40
+        assert limiter.limit == 40
+        # Keep the limit full: release one, admit one — 40 successes is one round trip's worth.
+        permits = collections.deque([await limiter.acquire() for _ in range(40)])
+        for _ in range(40):
             permits.popleft().done("ok")
             permits.append(await limiter.acquire())
-        assert limiter._cwnd == pytest.approx(21, abs=0.05)
+        assert limiter._cwnd == pytest.approx(41, abs=0.05)
         for p in permits:
             p.done("ok")
         # Application-limited: one request at a time never grows the limit.
@@ -445,7 +448,7 @@ def test_small_limits_probe_gently():
         (await limiter.acquire()).done("throttled")  # → 4
         assert limiter.limit == 4
         permits = collections.deque([await limiter.acquire() for _ in range(4)])
-        for _ in range(4 * 4):  # four round trips at limit 4: +4/16 each
+        for _ in range(4 * 8):  # eight round trips at limit 4: +4/32 each
             permits.popleft().done("ok")
             permits.append(await limiter.acquire())
         assert 4.9 < limiter._cwnd < 5.1
@@ -496,6 +499,26 @@ def test_pace_after_a_cut_spaces_admissions_by_rtt_over_limit():
     assert stamps[0] == pytest.approx(0.55) and gaps == pytest.approx([0.05] * 4)  # 0.5 s / 10
     assert unpaced == 0
     assert limiter.throttled_seconds == pytest.approx(0.25)
+
+
+def test_pace_keeps_its_schedule_when_an_admission_is_late():
+    async def main(clock):
+        limiter = RequestLimiter(max_concurrency=64, initial_limit=20, clock=clock, sleep=asyncio.sleep,
+                                 pace_s=5.0)
+        p = await limiter.acquire()
+        await asyncio.sleep(0.5)
+        p.done("ok")  # rtt 0.5
+        (await limiter.acquire()).done("throttled")  # limit 10: one admission per 0.05 s, first at 0.55
+        stamps = []
+        for late in (0.0, 0.07, 0.0, 0.2, 0.0):
+            await asyncio.sleep(late)
+            (await limiter.acquire()).done("error")
+            stamps.append(round(clock(), 6))
+        return stamps
+
+    # 0.55; late to 0.62 (slot was 0.60) → the next is still due at 0.65; late to 0.85 (slot was 0.70) → at most
+    # one interval is banked: one more at once (0.85), then the schedule resumes (0.90, ...).
+    assert run_virtual(main) == pytest.approx([0.55, 0.62, 0.65, 0.85, 0.85])
 
 
 # -- throttled_seconds -------------------------------------------------------------------------------------------
