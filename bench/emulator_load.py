@@ -238,6 +238,9 @@ def run_scenario(scenario: Scenario, duration: float, tool: str, run: int) -> Re
     try:
         load = run_wrk if tool == "wrk" else run_python
         load(emu.url, replace_connections(scenario, 8), min(1.0, duration), f"warmup{run}")  # warm up, then forget
+        deadline = time.time() + 10
+        while emu.call("GET", "/emulator/stats?fingerprints=0")["in_flight"] and time.time() < deadline:
+            time.sleep(0.05)  # warm-up requests abandoned by the load tool finish their latency first
         emu.call("POST", "/emulator/reset")
         result = load(emu.url, scenario, duration, f"run{run}")
         stats = emu.call("GET", "/emulator/stats?fingerprints=0")
