@@ -48,7 +48,7 @@ def test_redirect_and_undo(monkeypatch):
     ep = BigQueryEndpoint("http://127.0.0.1:1", "127.0.0.1:2")
     undo = redirect_beam_bigquery(ep)
     try:
-        assert bigquery_v2_client.BigqueryV2().url == "http://127.0.0.1:1/bigquery/v2/"
+        assert bigquery_v2_client.BigqueryV2(get_credentials=False).url == "http://127.0.0.1:1/bigquery/v2/"
         assert os.environ[BIGQUERY_EMULATOR_HOST] == "http://127.0.0.1:1"
         assert beam_bigquery.bq_storage.types is before_storage.types
         client = beam_bigquery.bq_storage.BigQueryReadClient()
