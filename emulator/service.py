@@ -154,7 +154,7 @@ class Emulator:
             raise errors.internal() if draw.error == "error_500" else errors.unavailable()
         if draw.violate and req.format != "text":
             stats.fault("schema_violation")
-        if draw.truncate:
+        if draw.truncate and req.tool is None:  # a tool call is never truncated
             stats.fault("truncate")
         choices = make_choices(req, random.Random(f"{seed}:{content_key}"), violate=draw.violate,
                                truncate=draw.truncate)

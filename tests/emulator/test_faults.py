@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import time
 
 import httpx2
@@ -96,6 +97,23 @@ def test_storm_starts_when_set_and_ends_after_its_window(emu):
     assert caught.value.body[0]["error"]["details"][0]["@type"] == RETRY_INFO
     assert after.choices[0].message.content
     assert emu.stats()["faults"] == {"storm_429": 1}
+
+
+def test_a_storm_can_be_ended_early(emu, http):
+    emu.set_faults(storm_429_s=600)
+    assert post(http, user("during")).status_code == 429
+    emu.set_faults({})
+    assert post(http, user("after")).status_code == 200
+
+
+def test_latency_jitter_is_seeded_and_bounded():
+    state = FaultState(FaultConfig(latency_ms=200, latency_jitter_ms=50))
+    draws = [state.draw(random.Random(f"1:fp:{attempt}")).latency_s for attempt in range(200)]
+    again = [state.draw(random.Random(f"1:fp:{attempt}")).latency_s for attempt in range(200)]
+
+    assert draws == again
+    assert all(0.15 <= d <= 0.25 for d in draws) and max(draws) - min(draws) > 0.08
+    assert abs(sum(draws) / len(draws) - 0.2) < 0.01
 
 
 # -- 500 / 503 and determinism --------------------------------------------------------------
