@@ -109,7 +109,11 @@ class Emulator:
             raise err
 
     def _can_think(self, route: str, body: Any) -> bool:
-        return route != MANAGED or (isinstance(body, dict) and body.get("model") in self._thinkers)
+        """Managed models outside ``thinking_models`` can't think (unknown models get their 404 later)."""
+        if route != MANAGED or not isinstance(body, dict):
+            return True
+        model = body.get("model")
+        return model in self._thinkers or model not in self._models
 
     def _model(self, route: str, req: ChatRequest, params: dict[str, str]) -> str:
         """The model to echo; raises 400/404 for models or endpoints that don't exist."""

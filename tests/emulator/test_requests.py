@@ -89,6 +89,7 @@ def test_include_thoughts_on_a_non_thinking_model_is_a_400(http):
             "extra_body": {"google": {"thinking_config": {"include_thoughts": True}}}}
     assert _send(http, MANAGED, body).status_code == 400
     assert _send(http, MANAGED, {**body, "model": MODEL}).status_code == 200
+    assert _send(http, MANAGED, {**body, "model": "google/gemini-9"}).status_code == 404  # unknown beats thinking
 
 
 json_values = st.recursive(
