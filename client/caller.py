@@ -16,6 +16,10 @@ The limiter seam (client/limits.py implements it; a plain concurrency cap is use
     permit.done(outcome, tokens_used=total_or_None)     # exactly once after it; outcome "ok" | "throttled" | "error"
 
 "throttled" means the attempt was answered 429 or 503.
+
+The budget seam (client/budget.py; optional): once per record, after the request is built and before its first
+attempt, ``hold = await budget.reserve(request)``; None means the budget is spent, and the record becomes a
+``budget_exhausted`` error (retryable, nothing sent). ``hold.settle(usage)`` once the record is done.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import openai
 from openai.types.chat import ChatCompletion
 
 from client.auth import TokenSource, token_source_for
+from client.budget import Budget, BudgetExhausted, Hold
 from client.config import ClientConfig
 from client.constants import REASK_TEMPLATE, THROTTLE_STATUS
 from client.errors import (AuthError, ChatbeamError, MalformedResponse, SchemaInvalid, StreamBroken, is_retryable,
@@ -96,13 +101,14 @@ class ChatCaller:
 
     def __init__(self, config: ClientConfig, *, http_client: httpx2.AsyncClient | None = None,
                  token_source: TokenSource | None = None, limiter: Limiter | None = None,
-                 counters: RunCounters | None = None,
+                 counters: RunCounters | None = None, budget: Budget | None = None,
                  sleep: Callable[[float], Awaitable[None] | None] = asyncio.sleep,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.tokens = token_source if token_source is not None else token_source_for(config.target)
         self.limiter = limiter if limiter is not None else _ConcurrencyLimiter(config.max_concurrency)
         self.counters = counters if counters is not None else RunCounters()
+        self.budget = budget
         self.policy = RetryPolicy.from_config(config)
         self._sleep, self._clock = sleep, clock
         timeout = httpx2.Timeout(config.request_timeout, connect=config.connect_timeout)
@@ -134,11 +140,16 @@ class ChatCaller:
         state = _RecordState(start=self._clock())
         self.counters.inc("requests")
         request: ChatRequest | None = None
+        hold: Hold | None = None
         try:
             if record.messages and any(isinstance(m.get("content"), list) for m in record.messages):
                 request = await asyncio.to_thread(build_request, record, self.config)  # may read media files
             else:
                 request = build_request(record, self.config)
+            if self.budget is not None:
+                hold = await self.budget.reserve(request)
+                if hold is None:
+                    raise BudgetExhausted(self.budget.exhausted_message())
             return self._result(record, request, await self._complete(request, state), state)
         except ChatbeamError as exc:
             return self._error(record, request, exc, state)
@@ -146,6 +157,9 @@ class ChatCaller:
             log.exception("internal error on record %s", record.id)
             internal = ChatbeamError(f"internal error: {type(exc).__name__}: {exc}", error_type="internal_error")
             return self._error(record, request, internal, state)
+        finally:
+            if hold is not None:
+                hold.settle(state.usage)
 
     async def _complete(self, request: ChatRequest, state: _RecordState) -> ParsedCompletion:
         messages = request.messages
