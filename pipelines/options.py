@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from client.config import ClientConfig, Target
+from pipelines.nightly import NightlyPlan, add_nightly_arguments, parse_run_date, validate_nightly, with_run_date
 from schemas.records import DEFAULT_MAX_RECORD_BYTES
 from schemas.registry import UnknownSchema, resolve_schema
 
@@ -82,6 +83,8 @@ class ChatbeamOptions(PipelineOptions):
         limits.add_argument("--max_reasks", type=int, default=1,
                             help="re-ask turns after a schema-invalid answer (default 1)")
 
+        add_nightly_arguments(parser)
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -96,6 +99,7 @@ class Plan:
     emulator: bool
     emulator_args: str
     vertex_location: str = "us-central1"
+    nightly: NightlyPlan = NightlyPlan()  # run date, resume, replay, dry run, budget (pipelines/nightly.py)
 
 
 def _targets_given(o: ChatbeamOptions, project: str | None) -> list[str]:
@@ -178,10 +182,17 @@ def validate(options: PipelineOptions) -> Plan:
     """Check the command line and turn it into a Plan; raises UsageError (one line) on anything wrong."""
     o = options.view_as(ChatbeamOptions)
     project = options.view_as(GoogleCloudOptions).project
-    if not o.input:
+    if not o.input and not o.replay_errors:
         raise UsageError("no input: give --input (a JSONL path or glob)")
     if not o.output:
         raise UsageError("no output: give --output (a path prefix for the results)")
+    try:
+        run_date = parse_run_date(o.run_date)
+        output = with_run_date(o.output, run_date)
+        errors = with_run_date(o.errors, run_date) or f"{output}-errors"
+        nightly = validate_nightly(o, output=output, errors=errors)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     target = _target(o, project)
     if o.emulator:
         runner = options.view_as(StandardOptions).runner
@@ -216,6 +227,6 @@ def validate(options: PipelineOptions) -> Plan:
         adaptive=not o.no_adaptive_throttling,
         media_root=os.path.realpath(o.media_root) if o.media_root else None,
     )
-    return Plan(input=o.input, output=o.output, errors=o.errors or f"{o.output}-errors", num_shards=o.num_shards,
-                max_record_bytes=o.max_record_bytes, client=client, emulator=o.emulator,
-                emulator_args=o.emulator_args, vertex_location=o.vertex_location)
+    return Plan(input=with_run_date(o.input, run_date) or "", output=output, errors=errors,
+                num_shards=o.num_shards, max_record_bytes=o.max_record_bytes, client=client, emulator=o.emulator,
+                emulator_args=o.emulator_args, vertex_location=o.vertex_location, nightly=nightly)

@@ -4,6 +4,10 @@ The DoFn is a thin shell. The work happens in the Beam-free core: one ``Engine``
 event loop owning the HTTP connection pool, the limiter and the ChatCaller), built in ``setup()`` — never at
 pipeline construction, so a pipeline can be built on a machine with no credentials. Records are submitted as they
 arrive and emitted as each completes; ``finish_bundle`` waits for the rest of the bundle.
+
+Nightly-run options (all optional, all Beam-free objects from ``client/``): a ``BudgetConfig`` (one Budget per
+worker process and run, consulted by the caller), ``JournalSettings`` (completed outputs also go to the
+checkpoint journal, flushed at least at every bundle's end) and ``ProgressSettings`` (a progress line per process).
 """
 
 from __future__ import annotations
@@ -19,12 +23,16 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
+from client.budget import Budget, BudgetConfig
 from client.caller import ChatCaller
 from client.config import ClientConfig
 from client.engine import BoundedSubmitter, Engine
 from client.errors import redact
+from client.journal import JournalSettings, JournalWriter
 from client.metrics import RunCounters
+from client.progress import PROGRESS, ProgressSettings
 from schemas.records import ErrorRecord, InputRecord, ResultRecord
+from transforms.checkpoint import write_file_atomically
 
 __all__ = ["CallChatCompletions"]
 
@@ -50,6 +58,13 @@ class _ProcessState:
         self.flushed: dict[str, float] = {}
         self.throttled_flushed = 0.0
         self.lock = threading.Lock()
+        self.budget: Budget | None = None
+
+    def budget_for(self, config: BudgetConfig | None) -> Budget | None:
+        with self.lock:
+            if self.budget is None and config is not None:
+                self.budget = config.build(self.counters)
+            return self.budget
 
     @classmethod
     def for_key(cls, key: Any) -> "_ProcessState":
@@ -58,20 +73,33 @@ class _ProcessState:
 
 
 class _CallChatCompletionsFn(beam.DoFn):
-    def __init__(self, config: ClientConfig) -> None:
+    def __init__(self, config: ClientConfig, budget: BudgetConfig | None = None,
+                 journal: JournalSettings | None = None, progress: ProgressSettings | None = None,
+                 run_id: str = "") -> None:
         self._config = config
+        self._budget_config = budget
+        self._journal_settings = journal
+        self._progress = progress
+        self._run_id = run_id
         self._beam_counters: dict[str, Any] = {}
         self._latency = Metrics.distribution(NAMESPACE, "latency_ms")
         self._throttled = Metrics.counter(NAMESPACE, "cumulativeThrottlingSeconds")
+        self._journal_failures = Metrics.counter(NAMESPACE, "checkpoint_write_failures")
 
     def setup(self) -> None:
         config = self._config
-        # DoFn instances of one process with the same settings share one engine (one pool, one limiter).
-        key = json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
+        # DoFn instances of one process with the same settings and run share one engine (one pool, one limiter,
+        # one budget).
+        key = json.dumps([dataclasses.asdict(config), self._run_id], sort_keys=True, default=str)
         self._state = _ProcessState.for_key(key)
         counters = self._state.counters
-        self._engine = Engine.shared(key, lambda limiter: ChatCaller(config, limiter=limiter, counters=counters),
-                                     config)
+        budget = self._state.budget_for(self._budget_config)
+        self._engine = Engine.shared(
+            key, lambda limiter: ChatCaller(config, limiter=limiter, counters=counters, budget=budget), config)
+        self._journal = (JournalWriter(self._journal_settings, write_file_atomically)
+                         if self._journal_settings is not None else None)
+        if self._progress is not None:
+            PROGRESS.start(self._progress)
 
     def start_bundle(self) -> None:
         self._submitter = BoundedSubmitter(self._engine, max_pending=2 * self._config.max_concurrency,
@@ -87,6 +115,10 @@ class _CallChatCompletionsFn(beam.DoFn):
     def finish_bundle(self):
         for out in self._submitter.drain():
             yield self._tagged(WindowedValue(out, MIN_TIMESTAMP, [GlobalWindow()]), record=out)
+        if self._journal is not None:
+            failed = self._journal.failed_writes
+            self._journal.flush()
+            self._journal_failures.inc(self._journal.failed_writes - failed)
         self._flush_metrics()
 
     def teardown(self) -> None:
@@ -94,9 +126,14 @@ class _CallChatCompletionsFn(beam.DoFn):
         if engine is not None:
             engine.release()
             self._engine = None
+            if self._progress is not None:
+                PROGRESS.stop()
 
     def _tagged(self, value: Any, record: ResultRecord | ErrorRecord | None = None):
         record = value if record is None else record
+        if self._journal is not None:
+            self._journal.add(record)
+        PROGRESS.advance()
         if isinstance(record, ResultRecord):
             self._latency.update(int(record.latency_ms))
             return value
@@ -127,9 +164,13 @@ class _CallChatCompletionsFn(beam.DoFn):
 class CallChatCompletions(beam.PTransform):
     """Call the chat completions endpoint for each InputRecord; returns ``.results`` and ``.errors``."""
 
-    def __init__(self, config: ClientConfig) -> None:
+    def __init__(self, config: ClientConfig, *, budget: BudgetConfig | None = None,
+                 journal: JournalSettings | None = None, progress: ProgressSettings | None = None,
+                 run_id: str = "") -> None:
         super().__init__()
         self._config = config
+        self._fn_args = (budget, journal, progress, run_id)
 
     def expand(self, records):
-        return records | "Call" >> beam.ParDo(_CallChatCompletionsFn(self._config)).with_outputs(ERRORS, main=RESULTS)
+        fn = _CallChatCompletionsFn(self._config, *self._fn_args)
+        return records | "Call" >> beam.ParDo(fn).with_outputs(ERRORS, main=RESULTS)

@@ -2,11 +2,17 @@
 
 Both sinks are always written: a run with no errors still leaves an (empty) errors file, so "no file" never has to
 be told apart from "no errors".
+
+What is written is counted (namespace ``chatbeam``): ``results_written``, ``errors_written`` and
+``errors_written_<error_type>`` — the run summary's numbers, whichever path a record took (called, resumed, read).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import apache_beam as beam
+from apache_beam.metrics import Metrics
 from pydantic import BaseModel
 
 __all__ = ["WriteErrors", "WriteJsonl", "WriteResults", "to_json_line"]
@@ -16,24 +22,52 @@ def to_json_line(record: BaseModel) -> str:
     return record.model_dump_json()
 
 
-class WriteJsonl(beam.PTransform):
-    """Write pydantic records as JSONL to ``{prefix}-SSSSS-of-NNNNN.jsonl``."""
+class _ToJsonFn(beam.DoFn):
+    def __init__(self, counter: str | None) -> None:
+        self._counter_name = counter
+        self._counter = Metrics.counter("chatbeam", counter) if counter else None
 
-    def __init__(self, prefix: str, num_shards: int = 0) -> None:
+    def process(self, record: Any):
+        if self._counter is not None:
+            self._counter.inc()
+            error_type = getattr(record, "error_type", None)
+            if error_type:
+                Metrics.counter("chatbeam", f"{self._counter_name}_{error_type}").inc()
+        yield record if isinstance(record, str) else to_json_line(record)
+
+
+class WriteJsonl(beam.PTransform):
+    """Write pydantic records (or ready JSON lines) as JSONL to ``{prefix}-SSSSS-of-NNNNN.jsonl``.
+
+    Beam's sink first deletes every existing ``{prefix}-*-of-NNNNN.jsonl``, which includes the files of any other
+    sink whose prefix starts with ``{prefix}-`` and that has the same shard count: side outputs such as the dry
+    run's use ``shard_name_template="-SSSSS"`` (``{prefix}-SSSSS.jsonl``) so that a later run into ``{prefix}``
+    leaves them alone.
+    """
+
+    counter: str | None = None
+
+    def __init__(self, prefix: str, num_shards: int = 0, shard_name_template: str | None = None) -> None:
         super().__init__()
         self._prefix = prefix
         self._num_shards = num_shards
+        self._template = shard_name_template
 
     def expand(self, records):
         return (records
-                | "ToJson" >> beam.Map(to_json_line)
+                | "ToJson" >> beam.ParDo(_ToJsonFn(self.counter))
                 | "WriteJsonl" >> beam.io.WriteToText(self._prefix, file_name_suffix=".jsonl",
-                                                      num_shards=self._num_shards))
+                                                      num_shards=self._num_shards,
+                                                      shard_name_template=self._template))
 
 
 class WriteResults(WriteJsonl):
     """The results sink."""
 
+    counter = "results_written"
+
 
 class WriteErrors(WriteJsonl):
     """The errors sink."""
+
+    counter = "errors_written"

@@ -1,0 +1,130 @@
+"""The run summary: Beam metrics (namespace ``chatbeam``) of a finished run → one JSON object and a short report.
+
+    counters = chatbeam_counters(result)           # {"records_read": 2000, "results_written": 1990, ...}
+    summary = build_summary(counters, run_date="2025-01-31", wall_s=12.5, prices_as_of="2025-07-01")
+    write_json(f"{output}-summary.json", summary)  # local or gs://
+    print(format_summary(summary))
+
+At the end of a run the CLI waits for (DirectRunner, or DataflowRunner from the command line), ``run()`` writes
+``{output}-summary.json`` beside the outputs and ``main()`` prints the report. A Flex Template launch does not
+wait, so there the same numbers are the job's Beam metrics in the Dataflow console.
+
+Where the numbers come from: ``records_read`` (transforms/read.py), ``results_written`` / ``errors_written_<type>``
+(transforms/write.py: what the sinks got, whichever path a record took), ``resume_skipped``
+(transforms/checkpoint.py), and the core's counters flushed by transforms/call.py (client/metrics.py):
+``requests`` (records sent to the caller), ``attempts`` (HTTP requests), ``retries``, ``status_429``,
+``tokens_*``, ``cost_nano_usd`` (priced by client/pricing.py), plus ``cumulativeThrottlingSeconds``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
+
+__all__ = ["build_summary", "chatbeam_counters", "count_input_lines", "format_summary", "read_json", "write_json"]
+
+NAMESPACE = "chatbeam"
+NANO = 1e9
+COUNT_LINES_MAX_BYTES = 256 * 1024 * 1024  # counting lines of a bigger local input for the progress total isn't worth it
+
+
+def chatbeam_counters(result: Any) -> dict[str, int]:
+    """Sum the ``chatbeam`` counters of a PipelineResult over all steps (committed values; attempted if the runner
+    reports no committed ones)."""
+    found = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
+    totals: dict[str, int] = {}
+    for metric in found.get("counters", []):
+        value = metric.committed if metric.committed is not None else metric.attempted
+        name = metric.key.metric.name
+        totals[name] = totals.get(name, 0) + int(value or 0)
+    return totals
+
+
+def _by_prefix(counters: Mapping[str, int], prefix: str) -> dict[str, int]:
+    return {name[len(prefix):]: value for name, value in sorted(counters.items())
+            if name.startswith(prefix) and value}
+
+
+def build_summary(counters: Mapping[str, int], *, run_date: str, wall_s: float, prices_as_of: str | None = None,
+                  budget: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The summary JSON (see docs/nightly.md for each field)."""
+    def c(name: str) -> int:
+        return int(counters.get(name, 0))
+
+    read = c("records_read")
+    errors_by_type = _by_prefix(counters, "errors_written_")
+    summary = {
+        "run_date": run_date,
+        "records_read": read,
+        "results": c("results_written"),
+        "errors": c("errors_written"),
+        "errors_by_type": errors_by_type,
+        "resumed": c("resume_skipped"),
+        "replay_skipped": c("replay_skipped"),
+        "tokens": {"prompt": c("tokens_prompt"), "completion": c("tokens_completion"),
+                   "reasoning": c("tokens_reasoning"), "cached": c("tokens_cached"), "total": c("tokens_total")},
+        "estimated_cost_usd": round(c("cost_nano_usd") / NANO, 6),
+        "prices_as_of": prices_as_of,
+        "records_called": c("requests"),
+        "http_requests": c("attempts"),
+        "retries": c("retries"),
+        "status_429": c("status_429"),
+        "throttled_seconds": c("cumulativeThrottlingSeconds"),
+        "wall_seconds": round(wall_s, 3),
+        "records_per_second": round(read / wall_s, 2) if wall_s > 0 else None,
+    }
+    if budget:
+        summary["budget"] = dict(budget)
+    return summary
+
+
+def format_summary(s: Mapping[str, Any]) -> str:
+    errors = ", ".join(f"{k} {v}" for k, v in s["errors_by_type"].items())
+    t = s["tokens"]
+    lines = [
+        f"chatbeam run {s['run_date']}: {s['records_read']:,} records read in {s['wall_seconds']:.1f} s "
+        f"({s['records_per_second'] or 0:,.1f} records/s)",
+        f"  results   {s['results']:,}",
+        f"  errors    {s['errors']:,}" + (f" ({errors})" if errors else ""),
+    ]
+    if s.get("resumed"):
+        lines.append(f"  resumed   {s['resumed']:,} records already done (not called again)")
+    lines += [
+        f"  tokens    prompt {t['prompt']:,}, completion {t['completion']:,}, reasoning {t['reasoning']:,}, "
+        f"cached {t['cached']:,}",
+        f"  cost      ~${s['estimated_cost_usd']:.4f}" + (f" (prices as of {s['prices_as_of']})"
+                                                        if s.get("prices_as_of") else ""),
+        f"  requests  {s['http_requests']:,} HTTP requests for {s['records_called']:,} records, "
+        f"{s['retries']:,} retries, {s['status_429']:,} answered 429, throttled {s['throttled_seconds']:,} s",
+    ]
+    return "\n".join(lines)
+
+
+def write_json(path: str, data: Any) -> None:
+    """Write one JSON document to a local or gs:// path (replacing it)."""
+    with FileSystems.create(path) as fh:
+        fh.write((json.dumps(data, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+
+
+def read_json(path: str) -> Any:
+    with FileSystems.open(path) as fh:
+        return json.loads(fh.read().decode("utf-8"))
+
+
+def count_input_lines(pattern: str, max_bytes: int = COUNT_LINES_MAX_BYTES) -> int | None:
+    """Non-empty lines in local input files (for the progress total), or None when the input is remote or big."""
+    try:
+        files = FileSystems.match([pattern])[0].metadata_list
+    except Exception:  # noqa: BLE001 - a progress total is a nicety; the real input check happens elsewhere
+        return None
+    if not files or any("://" in f.path for f in files) or sum(f.size_in_bytes for f in files) > max_bytes:
+        return None
+    total = 0
+    for f in files:
+        with open(f.path, "rb") as fh:
+            total += sum(1 for line in fh if line.strip())
+    return total
+
