@@ -158,8 +158,8 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True):
     """Run the job; returns the Beam PipelineResult. Raises UsageError for a bad command line.
 
     With ``wait`` (the default) it waits for the run to end, writes ``{output}-summary.json`` and sets
-    ``result.summary`` (a dict; for ``--dry_run`` the estimate totals). ``wait=False`` only submits (a Flex Template
-    launcher must exit after submitting: dataflow/launch.py).
+    ``result.summary`` (a dict; for ``--dry_run`` the estimate totals) and ``result.summary_path``.
+    ``wait=False`` only submits (a Flex Template launcher must exit after submitting: dataflow/launch.py).
     """
     try:
         argv = normalize_argv(list(argv) if argv is not None else sys.argv[1:])
@@ -182,6 +182,7 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True):
             return result
         result.wait_until_finish()
     result.summary = _finish(result, plan, time.monotonic() - started, started_at)
+    result.summary_path = f"{plan.output}-dry-run-summary.json" if n.dry_run else f"{plan.output}-summary.json"
     return result
 
 
@@ -191,7 +192,8 @@ def _format_dry_run(t: dict) -> str:
              f"  estimated prompt tokens {t['est_prompt_tokens']:,}, output tokens {t['est_output_tokens']:,} "
              f"(max_tokens, else {t.get('assumed_output_tokens')} per choice)",
              f"  estimated cost ~${t['est_cost_usd']:.4f} (prices as of {t.get('prices_as_of')})"]
-    lines += [f"    {model}: {row['records']:,} requests, ~${row['cost_usd']:.4f}" for model, row in t["by_model"].items()]
+    lines += [f"    {model}: {row['records']:,} requests, ~${row['cost_usd']:.4f}"
+              for model, row in t["by_model"].items()]
     return "\n".join(lines)
 
 
@@ -206,6 +208,7 @@ def main(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
     summary = getattr(result, "summary", None)
     if summary is not None:
         print(_format_dry_run(summary) if summary.get("dry_run") else format_summary(summary))
+        print(f"  summary   {result.summary_path}")
     return 0
 
 

@@ -153,8 +153,8 @@ def validate_nightly(o: Any, *, output: str, errors: str) -> NightlyPlan:
     return NightlyPlan(
         run_date=run_date, resume=o.resume, checkpoint_dir=checkpoint, checkpoint_every=o.checkpoint_every,
         checkpoint_interval_s=o.checkpoint_interval_s, replay_errors=replay, dry_run=o.chatbeam_dry_run,
-        prices=prices,
-        est_output_tokens=o.est_output_tokens, max_cost_usd=o.max_cost_usd, max_total_tokens=o.max_total_tokens,
+        prices=prices, est_output_tokens=o.est_output_tokens, max_cost_usd=o.max_cost_usd,
+        max_total_tokens=o.max_total_tokens,
         progress_interval_s=o.progress_interval_s)
 
 

@@ -28,7 +28,7 @@ __all__ = ["build_summary", "chatbeam_counters", "count_input_lines", "format_su
 
 NAMESPACE = "chatbeam"
 NANO = 1e9
-COUNT_LINES_MAX_BYTES = 256 * 1024 * 1024  # counting lines of a bigger local input for the progress total isn't worth it
+COUNT_LINES_MAX_BYTES = 256 * 1024 * 1024  # above this, counting input lines for the progress total isn't worth it
 
 
 def chatbeam_counters(result: Any) -> dict[str, int]:
@@ -66,6 +66,8 @@ def build_summary(counters: Mapping[str, int], *, run_date: str, wall_s: float, 
         "replay_skipped": c("replay_skipped"),
         "tokens": {"prompt": c("tokens_prompt"), "completion": c("tokens_completion"),
                    "reasoning": c("tokens_reasoning"), "cached": c("tokens_cached"), "total": c("tokens_total")},
+        # What to give --est_output_tokens next time (results of this run's calls only).
+        "completion_tokens_per_result": round(c("tokens_completion") / c("results"), 1) if c("results") else None,
         "estimated_cost_usd": round(c("cost_nano_usd") / NANO, 6),
         "prices_as_of": prices_as_of,
         "records_called": c("requests"),
@@ -94,7 +96,8 @@ def format_summary(s: Mapping[str, Any]) -> str:
         lines.append(f"  resumed   {s['resumed']:,} records already done (not called again)")
     lines += [
         f"  tokens    prompt {t['prompt']:,}, completion {t['completion']:,}, reasoning {t['reasoning']:,}, "
-        f"cached {t['cached']:,}",
+        f"cached {t['cached']:,}" + (f" ({s['completion_tokens_per_result']:g} completion tokens per result)"
+                                     if s.get("completion_tokens_per_result") else ""),
         f"  cost      ~${s['estimated_cost_usd']:.4f}" + (f" (prices as of {s['prices_as_of']})"
                                                         if s.get("prices_as_of") else ""),
         f"  requests  {s['http_requests']:,} HTTP requests for {s['records_called']:,} records, "

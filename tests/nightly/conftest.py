@@ -19,7 +19,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 def budget_caller():
-    """budget_caller(steps, budget, **config) -> (ChatCaller, Script): a caller with a budget on a scripted transport."""
+    """budget_caller(steps, budget, **config) -> (ChatCaller, Script): a budgeted caller on a scripted transport."""
     from client.auth import LocalTokenSource
     from client.caller import ChatCaller
 

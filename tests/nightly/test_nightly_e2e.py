@@ -60,7 +60,8 @@ def varied_records(n: int, seed: int = 5) -> list:
         elif kind == 3:
             data = base64.b64encode(rng.randbytes(rng.randint(10, 3000))).decode()
             out.append({"id": f"v{i}", "messages": [{"role": "user", "content": [
-                {"type": "text", "text": text}, {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}}]}]})
+                {"type": "text", "text": text},
+                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}}]}]})
         elif kind == 4:
             out.append({"id": f"v{i}", "messages": [{"role": "user", "content": [
                 {"type": "text", "text": "Transcribe."},

@@ -49,7 +49,8 @@ def test_an_invalid_run_date_is_a_usage_error(bad):
 
 
 def test_checkpoint_dir_can_be_moved_or_turned_off():
-    assert plan("--checkpoint_dir", "/j/{run_date}", "--run_date", "2025-01-01").nightly.checkpoint_dir == "/j/2025-01-01"
+    moved = plan("--checkpoint_dir", "/j/{run_date}", "--run_date", "2025-01-01")
+    assert moved.nightly.checkpoint_dir == "/j/2025-01-01"
     assert plan("--no_checkpoint").nightly.checkpoint_dir is None
 
 

@@ -18,7 +18,7 @@ def test_line_without_a_total_shows_done_and_rate():
     assert format_line(50, None, 10.0) == "chatbeam progress: 50 records, 5.0 records/s"
 
 
-def test_start_resets_per_run_and_stop_is_reference_counted(caplog):
+def test_start_resets_per_run_and_stop_is_reference_counted():
     now = [0.0]
     progress = Progress(clock=lambda: now[0])
     progress.start(ProgressSettings(total=10, interval_s=0))
