@@ -24,7 +24,7 @@ __all__ = ["PROGRESS", "Progress", "ProgressSettings", "format_line"]
 
 log = logging.getLogger("chatbeam.progress")
 
-DEFAULT_INTERVAL_S = 10.0
+DEFAULT_INTERVAL_S = 5.0
 
 
 @dataclass(frozen=True)
