@@ -109,15 +109,17 @@ def test_killed_run_resumes_without_redoing_the_finished_half(vertex_emulator, t
     src = write_jsonl(tmp_path / "in.jsonl", prompts(n))
     out = tmp_path / "out"
     vertex_emulator.set_faults(latency_ms=40)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.extract", "--input", str(src), "--output", str(out / "results"),
-         "--errors", str(out / "errors"), "--emulator_url", vertex_emulator.url, "--max_concurrency", "16",
-         "--checkpoint_every", "50", "--checkpoint_interval_s", "1"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "first-run.log"
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.extract", "--input", str(src), "--output", str(out / "results"),
+             "--errors", str(out / "errors"), "--emulator_url", vertex_emulator.url, "--max_concurrency", "16",
+             "--checkpoint_every", "50", "--checkpoint_interval_s", "1"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         deadline = time.monotonic() + 120
         while _requests(vertex_emulator) < n // 2:
-            assert proc.poll() is None, proc.stderr.read()[-2000:]
+            assert proc.poll() is None, log.read_text()[-2000:]
             assert time.monotonic() < deadline, "the first run never got half-way"
             time.sleep(0.02)
         os.kill(proc.pid, signal.SIGKILL)
