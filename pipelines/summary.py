@@ -75,6 +75,7 @@ def build_summary(counters: Mapping[str, int], *, run_date: str, wall_s: float, 
         "retries": c("retries"),
         "status_429": c("status_429"),
         "throttled_seconds": c("cumulativeThrottlingSeconds"),
+        "checkpoint_write_failures": c("checkpoint_write_failures"),  # > 0: a resume would redo those records
         "wall_seconds": round(wall_s, 3),
         "records_per_second": round(read / wall_s, 2) if wall_s > 0 else None,
     }
@@ -103,6 +104,9 @@ def format_summary(s: Mapping[str, Any]) -> str:
         f"  requests  {s['http_requests']:,} HTTP requests for {s['records_called']:,} records, "
         f"{s['retries']:,} retries, {s['status_429']:,} answered 429, throttled {s['throttled_seconds']:,} s",
     ]
+    if s.get("checkpoint_write_failures"):
+        lines.append(f"  WARNING   {s['checkpoint_write_failures']:,} checkpoint files could not be written "
+                     "(the outputs are complete; a --resume would redo those records)")
     return "\n".join(lines)
 
 

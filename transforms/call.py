@@ -98,6 +98,7 @@ class _CallChatCompletionsFn(beam.DoFn):
             key, lambda limiter: ChatCaller(config, limiter=limiter, counters=counters, budget=budget), config)
         self._journal = (JournalWriter(self._journal_settings, write_file_atomically)
                          if self._journal_settings is not None else None)
+        self._journal_failures_reported = 0
         if self._progress is not None:
             PROGRESS.start(self._progress)
 
@@ -116,9 +117,9 @@ class _CallChatCompletionsFn(beam.DoFn):
         for out in self._submitter.drain():
             yield self._tagged(WindowedValue(out, MIN_TIMESTAMP, [GlobalWindow()]), record=out)
         if self._journal is not None:
-            failed = self._journal.failed_writes
             self._journal.flush()
-            self._journal_failures.inc(self._journal.failed_writes - failed)
+            self._journal_failures.inc(self._journal.failed_writes - self._journal_failures_reported)
+            self._journal_failures_reported = self._journal.failed_writes
         self._flush_metrics()
 
     def teardown(self) -> None:

@@ -100,6 +100,15 @@ def test_summary_counts_what_the_sinks_got(vertex_emulator, tmp_path):
     assert s["wall_seconds"] > 0 and s["records_per_second"] > 0
 
 
+def test_an_unwritable_checkpoint_does_not_fail_the_run(vertex_emulator, tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the checkpoint directory should be")
+    result = job(vertex_emulator, write_jsonl(tmp_path / "in.jsonl", prompts(10)), tmp_path / "out",
+                 "--checkpoint_dir", str(blocker / "checkpoint"))
+    assert len(outputs(tmp_path / "out")[0]) == 10
+    assert result.summary["checkpoint_write_failures"] >= 1
+
+
 def _requests(emulator) -> int:
     return emulator.stats(fingerprints=False)["requests"]
 
