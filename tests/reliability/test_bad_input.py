@@ -108,7 +108,8 @@ def check_one(line: bytes, out, rid: str | None) -> None:
         assert len(out.raw.encode("utf-8")) <= RAW_KEEP_BYTES + len("…[truncated]".encode())
         if rid is not None and out.id is not None:
             # A cut-off line's id is recovered by a regex from the raw text, escapes and all (the xfail below).
-            assert out.id in (rid, json.dumps(rid)[1:-1]) if out.error_type == "invalid_json" else out.id == rid
+            escaped = {rid, json.dumps(rid)[1:-1], json.dumps(rid, ensure_ascii=False)[1:-1]}
+            assert out.id in escaped if out.error_type == "invalid_json" else out.id == rid
     else:
         assert isinstance(out.id, str) and out.id
         assert (out.prompt is None) != (out.messages is None)
