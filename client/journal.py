@@ -121,9 +121,15 @@ class JournalWriter:
     def add(self, output: Output) -> None:
         if not is_final(output):
             return
+        try:
+            line = output.model_dump_json()
+        except Exception as exc:  # noqa: BLE001 - not serialisable (e.g. a lone surrogate): the sink will say so
+            self.failed_writes += 1
+            log.warning("could not journal the output for record %r: %r", output.id, exc)
+            return
         if not self._buffer:
             self._first_at = self._clock()
-        self._buffer.append(output.model_dump_json())
+        self._buffer.append(line)
         if self._due():
             self.flush()
 

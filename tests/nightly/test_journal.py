@@ -93,3 +93,11 @@ def test_a_failed_write_is_counted_and_does_not_raise():
     writer = JournalWriter(JournalSettings("/tmp/x", every=1), files)
     writer.add(result("a"))
     assert writer.failed_writes == 1 and writer.files_written == 0
+
+
+def test_an_output_that_cannot_be_serialised_is_skipped_not_raised():
+    files = Files()
+    writer = JournalWriter(JournalSettings("/tmp/x", every=1), files)
+    writer.add(ResultRecord(id="a", request_key="k", content="\ud800"))  # a lone surrogate: not valid UTF-8 JSON
+    writer.add(result("b"))
+    assert writer.failed_writes == 1 and writer.lines_written == 1
