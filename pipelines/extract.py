@@ -66,6 +66,8 @@ def build_pipeline(p: beam.Pipeline, plan: Plan, *, run_id: str = "", progress_t
     n = plan.nightly
     if n.replay_errors:
         read = p | "ReadReplayErrors" >> ReadReplayErrors(n.replay_errors)
+    elif plan.bigquery.reads:
+        read = p | "ReadPrompts" >> plan.bigquery.read()
     else:
         read = p | "ReadPrompts" >> ReadPrompts(plan.input, max_record_bytes=plan.max_record_bytes)
     if n.dry_run:
@@ -88,9 +90,12 @@ def build_pipeline(p: beam.Pipeline, plan: Plan, *, run_id: str = "", progress_t
     if resumed is not None:
         results = (called.results, resumed.results) | "AllResults" >> beam.Flatten()
         errors.append(resumed.errors)
-    results | "WriteResults" >> WriteResults(plan.output, num_shards=plan.num_shards)
+    bq = plan.bigquery
+    results | "WriteResults" >> (bq.write("results") if bq.output_table
+                                 else WriteResults(plan.output, num_shards=plan.num_shards))
     (tuple(errors) | "AllErrors" >> beam.Flatten()
-     | "WriteErrors" >> WriteErrors(plan.errors, num_shards=plan.num_shards))
+     | "WriteErrors" >> (bq.write("errors") if bq.errors_table
+                         else WriteErrors(plan.errors, num_shards=plan.num_shards)))
 
 
 def _build_dry_run(read, plan: Plan) -> None:
@@ -147,10 +152,12 @@ def _finish(result, plan: Plan, wall_s: float, started_at: float) -> dict:
         return {"dry_run": True, "run_date": n.run_date, **totals,
                 "unsendable": chatbeam_counters(result).get("errors_written", 0)}
     for prefix in (plan.output, plan.errors):
-        _remove_stale_shards(prefix, started_at)
+        if prefix:
+            _remove_stale_shards(prefix, started_at)
     summary = build_summary(chatbeam_counters(result), run_date=n.run_date, wall_s=wall_s,
                             prices_as_of=n.price_table.as_of)
-    write_json(f"{plan.output}-summary.json", summary)
+    if plan.output:
+        write_json(f"{plan.output}-summary.json", summary)
     return summary
 
 
@@ -170,19 +177,26 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True):
     n = plan.nightly
     if n.replay_errors:
         _check_input(n.replay_errors, "--replay_errors")
-    else:
+    elif plan.input:
         _check_input(plan.input)
     total = count_input_lines(plan.input) if plan.input and wait and n.progress_interval_s > 0 else None
     started_at, started = time.time() - 1.0, time.monotonic()  # 1 s of slack for coarse file mtimes
     with _target_for_run(plan) as plan:
         p = beam.Pipeline(options=options)
-        build_pipeline(p, plan, run_id=uuid.uuid4().hex, progress_total=total)
+        try:
+            build_pipeline(p, plan, run_id=uuid.uuid4().hex, progress_total=total)
+        except ValueError as exc:
+            if not plan.bigquery.reads:
+                raise
+            # ReadPromptsFromBigQuery checks the table/query and the mapped columns while the pipeline is built.
+            raise UsageError(str(exc)) from None
         result = p.run()
         if not wait:
             return result
         result.wait_until_finish()
     result.summary = _finish(result, plan, time.monotonic() - started, started_at)
-    result.summary_path = f"{plan.output}-dry-run-summary.json" if n.dry_run else f"{plan.output}-summary.json"
+    result.summary_path = (f"{plan.output}-dry-run-summary.json" if n.dry_run
+                           else f"{plan.output}-summary.json" if plan.output else None)
     return result
 
 
@@ -208,7 +222,8 @@ def main(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
     summary = getattr(result, "summary", None)
     if summary is not None:
         print(_format_dry_run(summary) if summary.get("dry_run") else format_summary(summary))
-        print(f"  summary   {result.summary_path}")
+        if result.summary_path:
+            print(f"  summary   {result.summary_path}")
     return 0
 
 

@@ -113,7 +113,7 @@ def _would_overwrite(pattern: str, errors_prefix: str) -> bool:
     return fnmatch.fnmatch(f"{errors_prefix}-00000-of-00001.jsonl", pattern) or pattern.startswith(errors_prefix + "-")
 
 
-def validate_nightly(o: Any, *, output: str, errors: str) -> NightlyPlan:
+def validate_nightly(o: Any, *, output: str | None, errors: str | None) -> NightlyPlan:
     """Check the nightly options of ``o`` (a ChatbeamOptions view); ``output``/``errors`` are the final prefixes.
 
     Raises ValueError with a one-line message.
@@ -138,7 +138,7 @@ def validate_nightly(o: Any, *, output: str, errors: str) -> NightlyPlan:
     replay = with_run_date(o.replay_errors, run_date)
     if replay and o.input:
         raise ValueError("give --input or --replay_errors, not both")
-    if replay and _would_overwrite(replay, errors):
+    if replay and errors and _would_overwrite(replay, errors):
         raise ValueError(f"this run's errors ({errors}) would land among the files --replay_errors {replay!r} "
                          "reads; give the replay run its own --output/--errors")
     prices = None
@@ -149,7 +149,7 @@ def validate_nightly(o: Any, *, output: str, errors: str) -> NightlyPlan:
             raise ValueError(f"--price_table {o.price_table!r} is not a readable price table: {exc}") from None
     checkpoint = None
     if not o.no_checkpoint:
-        checkpoint = with_run_date(o.checkpoint_dir, run_date) or f"{output}-checkpoint"
+        checkpoint = with_run_date(o.checkpoint_dir, run_date) or (f"{output}-checkpoint" if output else None)
     return NightlyPlan(
         run_date=run_date, resume=o.resume, checkpoint_dir=checkpoint, checkpoint_every=o.checkpoint_every,
         checkpoint_interval_s=o.checkpoint_interval_s, replay_errors=replay, dry_run=o.chatbeam_dry_run,

@@ -8,6 +8,7 @@ Every standard Beam/Dataflow option (``--runner``, ``--project``, ``--region``, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from client.config import ClientConfig, Target
 from pipelines.nightly import NightlyPlan, add_nightly_arguments, parse_run_date, validate_nightly, with_run_date
 from schemas.records import DEFAULT_MAX_RECORD_BYTES
 from schemas.registry import UnknownSchema, resolve_schema
+from transforms.bigquery import BigQueryIO, add_bigquery_arguments
 
 __all__ = ["ChatbeamOptions", "Plan", "UsageError", "validate"]
 
@@ -35,7 +37,7 @@ class ChatbeamOptions(PipelineOptions):
         io = parser.add_argument_group("input and output")
         io.add_argument("--input", help="JSONL prompt records: a path or glob, local or gs://")
         io.add_argument("--output", help="results JSONL path prefix, local or gs://")
-        io.add_argument("--errors", help="errors JSONL path prefix, local or gs:// (default: OUTPUT prefix + '-errors')")
+        io.add_argument("--errors", help="errors JSONL path prefix, local or gs:// (default: OUTPUT + '_errors')")
         io.add_argument("--num_shards", type=int, default=0, help="output shards per sink (0: the runner decides)")
         io.add_argument("--max_record_bytes", type=int, default=DEFAULT_MAX_RECORD_BYTES,
                         help="larger input records become read errors (default 1 MiB)")
@@ -84,15 +86,16 @@ class ChatbeamOptions(PipelineOptions):
                             help="re-ask turns after a schema-invalid answer (default 1)")
 
         add_nightly_arguments(parser)
+        add_bigquery_arguments(parser)
 
 
 @dataclass(frozen=True)
 class Plan:
     """A validated command line: what to read, where to write, what to call."""
 
-    input: str
-    output: str
-    errors: str
+    input: str  # "" when reading BigQuery or --replay_errors
+    output: str | None  # the results path prefix; None when writing --output_table
+    errors: str | None  # the errors path prefix; None when writing --errors_table
     num_shards: int
     max_record_bytes: int
     client: ClientConfig  # for --emulator, its target is filled in once the emulator is up
@@ -100,6 +103,7 @@ class Plan:
     emulator_args: str
     vertex_location: str = "us-central1"
     nightly: NightlyPlan = NightlyPlan()  # run date, resume, replay, dry run, budget (pipelines/nightly.py)
+    bigquery: BigQueryIO = BigQueryIO()  # tables and queries (transforms/bigquery.py)
 
 
 def _targets_given(o: ChatbeamOptions, project: str | None) -> list[str]:
@@ -182,22 +186,35 @@ def validate(options: PipelineOptions) -> Plan:
     """Check the command line and turn it into a Plan; raises UsageError (one line) on anything wrong."""
     o = options.view_as(ChatbeamOptions)
     project = options.view_as(GoogleCloudOptions).project
-    if not o.input and not o.replay_errors:
-        raise UsageError("no input: give --input (a JSONL path or glob)")
-    if not o.output:
-        raise UsageError("no output: give --output (a path prefix for the results)")
+    try:
+        bq = BigQueryIO.from_options(o)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if not (o.input or o.replay_errors or bq.reads):
+        raise UsageError("no input: give --input (a JSONL path or glob), --input_table or --input_query")
+    if not (o.output or bq.output_table):
+        raise UsageError("no output: give --output (a path prefix for the results) or --output_table")
     try:
         run_date = parse_run_date(o.run_date)
         output = with_run_date(o.output, run_date)
-        errors = with_run_date(o.errors, run_date) or f"{output}-errors"
+        errors = with_run_date(o.errors, run_date) or (f"{output}_errors" if output and not bq.errors_table else None)
         nightly = validate_nightly(o, output=output, errors=errors)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if output and errors and errors.startswith(f"{output}-"):
+        # Beam's file sink deletes "{output}-*-of-NNNNN.jsonl" before it writes: that glob would match the errors.
+        raise UsageError(f"--errors {errors!r} starts with '--output-': the results sink would delete the error "
+                         f"files; use e.g. {output}_errors or another directory")
+    bq = dataclasses.replace(bq, **{name: with_run_date(getattr(bq, name), run_date)
+                                    for name in ("input_table", "input_query", "output_table", "errors_table")})
+    if not output and (nightly.dry_run or (nightly.resume and not nightly.checkpoint_dir)):
+        raise UsageError("--dry_run and --resume keep files beside the results: give --output, or for --resume a "
+                         "--checkpoint_dir")
     target = _target(o, project)
-    if o.emulator:
-        runner = options.view_as(StandardOptions).runner
-        if runner and runner not in ("DirectRunner", "direct", "BundleBasedDirectRunner"):
-            raise UsageError(f"--emulator runs on this machine and works only with DirectRunner, not {runner}")
+    runner = options.view_as(StandardOptions).runner
+    local_only = [flag for flag, on in (("--emulator", o.emulator), ("--bigquery_endpoint", bq.endpoint)) if on]
+    if local_only and runner and runner not in ("DirectRunner", "direct", "BundleBasedDirectRunner"):
+        raise UsageError(f"{local_only[0]} works only with DirectRunner, not {runner}")
     params = _params(o)
     google = _google(o)
     if "reasoning_effort" in params and "thinking_config" in google:
@@ -229,4 +246,5 @@ def validate(options: PipelineOptions) -> Plan:
     )
     return Plan(input=with_run_date(o.input, run_date) or "", output=output, errors=errors,
                 num_shards=o.num_shards, max_record_bytes=o.max_record_bytes, client=client, emulator=o.emulator,
-                emulator_args=o.emulator_args, vertex_location=o.vertex_location, nightly=nightly)
+                emulator_args=o.emulator_args, vertex_location=o.vertex_location, nightly=nightly,
+                bigquery=bq)

@@ -50,9 +50,9 @@ def write_file_atomically(path: str, data: bytes) -> None:
     FileSystems.rename([tmp], [path])
 
 
-def done_patterns(journal_dir: str | None, output: str, errors: str) -> list[str]:
-    """Where completed outputs of this run may already be: the journal and the finished sinks."""
-    patterns = [output + SHARD_GLOB, errors + SHARD_GLOB]
+def done_patterns(journal_dir: str | None, output: str | None, errors: str | None) -> list[str]:
+    """Where completed outputs of this run may already be: the journal and the finished file sinks."""
+    patterns = [prefix + SHARD_GLOB for prefix in (output, errors) if prefix]
     if journal_dir:
         patterns.insert(0, f"{journal_dir.rstrip('/')}/{PART_GLOB}")
     return patterns

@@ -99,11 +99,13 @@ def test_faults_recover_and_permanent_400s_are_not_retried(run_job, vertex_emula
 
 
 def test_429_with_retry_info_waits_at_least_the_delay(run_job, vertex_emulator):
-    vertex_emulator.set_faults(storm_429_s=1.0, retry_delay_s=1.0)
+    # A shared pool of 2 requests/s: most of the 10 records are answered 429 with RetryInfo 1s at first.
+    vertex_emulator.set_faults(capacity_rps=2, retry_delay_s=1.0)
     out = run_job([{"id": f"r{i}", "prompt": f"burst {i}"} for i in range(10)])
-    assert len(out.results) == 10
+    assert len(out.results) == 10 and out.errors == []
     retried = [r for r in out.results if r["attempts"] > 1]
     assert retried and all(r["latency_ms"] >= 1000 for r in retried)
+    assert vertex_emulator.stats(fingerprints=False)["by_status"].get("429", 0) >= len(retried)
 
 
 def test_stream_and_no_stream_give_the_same_parsed_results(run_job):

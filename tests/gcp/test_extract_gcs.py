@@ -36,8 +36,8 @@ def test_extract_gs_paths_match_local_run(gcp_env, gcs_emulator, gcs_client, tmp
     extract.run(["--input", str(EXAMPLES), "--output", str(tmp_path / "results"), "--errors",
                  str(tmp_path / "errors"), "--emulator"])
 
-    remote_results, local_results = _records(f"{gs}/out/results*"), _records(str(tmp_path / "results*"))
-    remote_errors, local_errors = _records(f"{gs}/out/errors*"), _records(str(tmp_path / "errors*"))
+    remote_results, local_results = _records(f"{gs}/out/results-*-of-*.jsonl"), _records(str(tmp_path / "results-*-of-*.jsonl"))
+    remote_errors, local_errors = _records(f"{gs}/out/errors-*-of-*.jsonl"), _records(str(tmp_path / "errors-*-of-*.jsonl"))
     assert remote_results and remote_errors  # the example file has both good records and broken lines
     assert remote_results == local_results
     assert remote_errors == local_errors

@@ -35,7 +35,7 @@ def test_run_date_defaults_to_today_in_utc(monkeypatch):
     monkeypatch.setattr(nightly, "today_utc", lambda: "2030-12-24")
     p = plan()
     assert p.nightly.run_date == "2030-12-24" and p.output == "gs://b/2030-12-24/results"
-    assert p.errors == "gs://b/2030-12-24/results-errors"
+    assert p.errors == "gs://b/2030-12-24/results_errors"
 
 
 def test_other_braces_are_left_alone():
@@ -61,7 +61,7 @@ def test_replay_errors_replaces_input():
 
 @pytest.mark.parametrize("args, input_, fragment", [
     (["--replay_errors", "e*.jsonl"], "in.jsonl", "--input or --replay_errors, not both"),
-    (["--replay_errors", "gs://b/{run_date}/results-errors*"], None, "would land among the files"),
+    (["--replay_errors", "gs://b/{run_date}/results_errors*"], None, "would land among the files"),
     (["--max_cost_usd", "0"], "in.jsonl", "--max_cost_usd must be positive"),
     (["--max_total_tokens", "0"], "in.jsonl", "--max_total_tokens must be at least 1"),
     (["--checkpoint_every", "0"], "in.jsonl", "--checkpoint_every must be at least 1"),

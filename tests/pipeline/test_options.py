@@ -74,3 +74,35 @@ def test_thinking_options_map_to_extra_body_google():
 def test_params_flags_merge_into_defaults():
     p = plan("--emulator", "--params", '{"top_p": 0.5, "temperature": 1}', "--temperature", "0", "--max_tokens", "64")
     assert p.client.params == {"top_p": 0.5, "temperature": 0.0, "max_tokens": 64}
+
+
+def test_default_errors_prefix_is_not_matched_by_the_results_sinks_glob():
+    p = plan("--emulator")
+    assert p.errors == "out/r_errors"  # Beam deletes "out/r-*-of-N.jsonl" before writing the results
+
+
+def test_errors_prefix_under_the_results_glob_is_refused():
+    with pytest.raises(UsageError, match="would delete the error files"):
+        plan("--emulator", "--errors", "out/r-errors")
+
+
+def test_bigquery_input_and_tables_with_run_date():
+    p = validate(PipelineOptions(["--input_table", "proj:ds.prompts", "--prompt_column", "question",
+                                  "--output_table", "proj:ds.results_{run_date}", "--errors_table", "proj:ds.errors",
+                                  "--run_date", "2026-01-02", "--emulator"]))
+    assert p.bigquery.reads and p.input == "" and p.output is None and p.errors is None
+    assert p.bigquery.output_table == "proj:ds.results_2026-01-02"
+    assert p.nightly.checkpoint_dir is None
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--input_table", "p:d.t", "--input", "x.jsonl", "--output", "o"], "give one input"),
+    (["--input", "x.jsonl", "--output_table", "p:d.r"], "errors"),
+    (["--input_table", "p:d.t", "--output_table", "p:d.r", "--errors_table", "p:d.e", "--resume"],
+     "give --output"),
+    (["--input", "x", "--output", "o", "--bigquery_endpoint", "http://127.0.0.1:9050", "--runner",
+      "DataflowRunner"], "only with DirectRunner"),
+])
+def test_bigquery_usage_errors(args, fragment):
+    with pytest.raises(UsageError, match=fragment):
+        validate(PipelineOptions([*args, "--emulator_url", "http://127.0.0.1:1"]))
