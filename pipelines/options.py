@@ -205,8 +205,12 @@ def validate(options: PipelineOptions) -> Plan:
         # Beam's file sink deletes "{output}-*-of-NNNNN.jsonl" before it writes: that glob would match the errors.
         raise UsageError(f"--errors {errors!r} starts with '--output-': the results sink would delete the error "
                          f"files; use e.g. {output}_errors or another directory")
-    bq = dataclasses.replace(bq, **{name: with_run_date(getattr(bq, name), run_date)
-                                    for name in ("input_table", "input_query", "output_table", "errors_table")})
+    # In table names {run_date} is YYYYMMDD, BigQuery's date-sharded convention (Beam's table references allow no
+    # dashes); in a query it stays YYYY-MM-DD, fit for a DATE literal.
+    compact = run_date.replace("-", "")
+    bq = dataclasses.replace(bq, input_query=with_run_date(bq.input_query, run_date),
+                             **{name: with_run_date(getattr(bq, name), compact)
+                                for name in ("input_table", "output_table", "errors_table")})
     if not output and (nightly.dry_run or (nightly.resume and not nightly.checkpoint_dir)):
         raise UsageError("--dry_run and --resume keep files beside the results: give --output, or for --resume a "
                          "--checkpoint_dir")

@@ -205,3 +205,37 @@ def test_query_columns_are_checked_too(bq_endpoint, gcs_emulator, source_table):
     p = beam.Pipeline(options=_options(gcs_emulator))
     with pytest.raises(MissingColumnsError, match=r"--input_query's result has no column 'prompt'"):
         p | ReadPromptsFromBigQuery(query=query, mapping=ColumnMapping(), endpoint=bq_endpoint)
+
+
+def test_the_extract_command_reads_a_table_and_writes_tables(bq_client, bq_endpoint, gcs_emulator, dataset,
+                                                              source_table, capsys):
+    """The same 1,000 rows through ``chatbeam``'s own entry point: every BigQuery option wired, tables dated."""
+    from pipelines.extract import main
+
+    code = main(["--project", PROJECT, "--temp_location", f"gs://{gcs_emulator.bucket}/tmp",
+                 "--input_table", source_table, "--id_column", "qid", "--prompt_column", "question",
+                 "--metadata_columns", "lang,batch", "--run_date", "2026-03-04",
+                 "--output_table", f"{PROJECT}:{dataset}.cli_results_{{run_date}}",
+                 "--errors_table", f"{PROJECT}:{dataset}.cli_errors",
+                 "--bigquery_endpoint", bq_endpoint.rest_url, "--bigquery_storage_endpoint",
+                 bq_endpoint.storage_target, "--emulator", "--progress_interval_s", "0"])
+    assert code == 0, capsys.readouterr().err
+    res = _rows(bq_client, f"{PROJECT}:{dataset}.cli_results_20260304")
+    err = _rows(bq_client, f"{PROJECT}:{dataset}.cli_errors")
+    ids = [r["id"] for r in res] + [e["id"] for e in err]
+    assert sorted(ids, key=int) == [str(i) for i in range(N)]  # each row exactly once, across the two tables
+    assert {e["id"] for e in err} == {str(i) for i in range(N) if _bad(i)}
+    assert all(json.loads(r["metadata"]).keys() == {"lang", "batch"} for r in res)
+    assert "results   " in capsys.readouterr().out  # the run summary is printed even with no file sink
+
+
+def test_the_extract_command_names_missing_columns_as_a_usage_error(bq_endpoint, gcs_emulator, source_table,
+                                                                    capsys):
+    from pipelines.extract import main
+
+    code = main(["--project", PROJECT, "--temp_location", f"gs://{gcs_emulator.bucket}/tmp",
+                 "--input_table", source_table, "--prompt_column", "no_such_column", "--output", "/tmp/unused",
+                 "--bigquery_endpoint", bq_endpoint.rest_url, "--bigquery_storage_endpoint",
+                 bq_endpoint.storage_target, "--emulator"])
+    assert code == 2
+    assert "no column 'no_such_column' (--prompt_column)" in capsys.readouterr().err

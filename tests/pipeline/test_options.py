@@ -87,11 +87,12 @@ def test_errors_prefix_under_the_results_glob_is_refused():
 
 
 def test_bigquery_input_and_tables_with_run_date():
-    p = validate(PipelineOptions(["--input_table", "proj:ds.prompts", "--prompt_column", "question",
+    p = validate(PipelineOptions(["--input_query", "SELECT * FROM t WHERE d = '{run_date}'", "--prompt_column", "question",
                                   "--output_table", "proj:ds.results_{run_date}", "--errors_table", "proj:ds.errors",
                                   "--run_date", "2026-01-02", "--emulator"]))
     assert p.bigquery.reads and p.input == "" and p.output is None and p.errors is None
-    assert p.bigquery.output_table == "proj:ds.results_2026-01-02"
+    assert p.bigquery.output_table == "proj:ds.results_20260102"  # BigQuery's date-sharded table names
+    assert p.bigquery.input_query == "SELECT * FROM t WHERE d = '2026-01-02'"
     assert p.nightly.checkpoint_dir is None
 
 
