@@ -393,11 +393,44 @@ def test_a_burst_of_throttles_from_one_overload_cuts_once():
         # cut (1 s until a success has measured it) it is still the same overload.
         (await limiter.acquire()).done("throttled")
         assert limiter.cuts == 1
+        # A success that grows the limit, then a throttle a round trip later: a probe that overshot (×0.95).
+        held = [await limiter.acquire() for _ in range(20)]
         clock.now += 1.0
-        (await limiter.acquire()).done("throttled")  # a round trip later: congestion-avoidance cut (×0.9)
-        assert limiter.cuts == 2 and limiter.limit == 18
+        held.pop().done("ok")
+        for p in held:
+            p.done("error")
+        (await limiter.acquire()).done("throttled")
+        assert limiter.cuts == 2 and limiter._cwnd == pytest.approx((20 + (20 / 128) / 20) * 0.95, abs=1e-6)
 
     run(main())
+
+
+def test_throttles_in_a_row_without_growth_cut_deeper_each_time():
+    clock = FakeClock()
+    limiter = _limiter(clock, max_concurrency=256, initial_limit=200)
+
+    async def main():
+        (await limiter.acquire()).done("throttled")  # ends slow start: 100
+        limits = []
+        for _ in range(6):  # a 429 storm: every attempt refused, one round trip apart
+            clock.now += 1.0
+            (await limiter.acquire()).done("throttled")
+            limits.append(round(limiter._cwnd, 3))
+        # Growth resets the streak: the next cut is a plain ×0.95 again.
+        held = [await limiter.acquire() for _ in range(limiter.limit)]
+        held.pop().done("ok")
+        for p in held:
+            p.done("error")
+        before = limiter._cwnd
+        clock.now += 1.0
+        (await limiter.acquire()).done("throttled")
+        return limits, limiter._cwnd / before
+
+    limits, last_factor = run(main())
+    factors = [b / a for a, b in zip([100.0] + limits, limits)]
+    # The first storm cut already follows one (the slow-start exit) with no growth between: second in a row.
+    assert factors == pytest.approx([0.95 ** 2, 0.95 ** 4, 0.95 ** 8, 0.5, 0.5, 0.5], abs=1e-3)
+    assert last_factor == pytest.approx(0.95)
 
 
 def test_cooldown_window_spaces_cuts_in_time():
@@ -418,17 +451,17 @@ def test_cooldown_window_spaces_cuts_in_time():
 
 def test_additive_increase_is_about_one_per_round_trip_and_only_when_used():
     clock = FakeClock()
-    limiter = _limiter(clock, max_concurrency=128, initial_limit=80)
+    limiter = _limiter(clock, max_concurrency=512, initial_limit=256)
 
     async def main():
-        (await limiter.acquire()).done("throttled")  # leaves slow start at 40
-        assert limiter.limit == 40
-        # Keep the limit full: release one, admit one — 40 successes is one round trip's worth.
-        permits = collections.deque([await limiter.acquire() for _ in range(40)])
-        for _ in range(40):
+        (await limiter.acquire()).done("throttled")  # leaves slow start at 128
+        assert limiter.limit == 128
+        # Keep the limit full: release one, admit one — 128 successes is one round trip's worth.
+        permits = collections.deque([await limiter.acquire() for _ in range(128)])
+        for _ in range(128):
             permits.popleft().done("ok")
             permits.append(await limiter.acquire())
-        assert limiter._cwnd == pytest.approx(41, abs=0.05)
+        assert limiter._cwnd == pytest.approx(129, abs=0.05)
         for p in permits:
             p.done("ok")
         # Application-limited: one request at a time never grows the limit.
@@ -448,10 +481,10 @@ def test_small_limits_probe_gently():
         (await limiter.acquire()).done("throttled")  # → 4
         assert limiter.limit == 4
         permits = collections.deque([await limiter.acquire() for _ in range(4)])
-        for _ in range(4 * 8):  # eight round trips at limit 4: +4/32 each
+        for _ in range(4 * 10):  # ten round trips at limit 4: +0.1 each (4/128 is below the minimum step)
             permits.popleft().done("ok")
             permits.append(await limiter.acquire())
-        assert 4.9 < limiter._cwnd < 5.1
+        assert 4.85 < limiter._cwnd < 5.0  # ~+1
 
     run(main())
 
