@@ -27,6 +27,7 @@ import base64
 import copy
 import hashlib
 import inspect
+import json
 import mimetypes
 import os
 import re
@@ -198,6 +199,15 @@ def request_key(model: str | None, messages: list[dict[str, Any]], params: dict[
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()[:REQUEST_KEY_CHARS]
 
 
+def _check_sendable(messages: list[dict[str, Any]], kwargs: dict[str, Any], extra_body: dict[str, Any]) -> None:
+    """A record holding values JSON cannot carry (NaN/Infinity, which Python's json module reads; lone surrogates
+    from ``\\ud800`` escapes) is a bad request, not an internal error raised inside the SDK after an attempt."""
+    try:
+        json.dumps([messages, kwargs, extra_body], allow_nan=False, ensure_ascii=False, default=str).encode("utf-8")
+    except ValueError as exc:  # also UnicodeEncodeError
+        raise BadRequest(f"the record cannot be sent as JSON (NaN, Infinity or invalid Unicode): {exc}") from None
+
+
 def build_request(record: InputRecord, config: ClientConfig) -> ChatRequest:
     """The request for one record. Raises BadRequest or MediaError (permanent) for a record that cannot be sent."""
     params = {**config.params, **record.params}
@@ -223,6 +233,7 @@ def build_request(record: InputRecord, config: ClientConfig) -> ChatRequest:
         kwargs["response_format"] = schema.response_format()
 
     messages = _messages(record, config)
+    _check_sendable(messages, kwargs, extra_body)
     _inline_media(messages, config)
     model = record.model or config.model
     marker = google.get("thought_tag_marker")

@@ -227,3 +227,30 @@ def test_generated_files_through_the_pipeline(vertex_emulator, tmp_path_factory,
     # Identical id-less lines are identical requests; anything else answered twice would be a double.
     keys = collections.Counter(r["request_key"] for r in results)
     assert stats["duplicate_ok"] == sum(1 for n in keys.values() if n > 1)
+
+
+# ---------------------------------------------------------------------------------------------- values JSON cannot carry
+
+NON_JSON_RECORDS = [  # Python's json module reads NaN/Infinity; no server can be sent them
+    '{"id": "nan-param", "prompt": "x", "params": {"temperature": NaN}}',
+    '{"id": "inf-param", "prompt": "x", "params": {"max_tokens": 1e400}}',
+    '{"id": "nan-google", "prompt": "x", "google": {"thinking_config": {"thinking_budget": -Infinity}}}',
+    '{"id": "nan-message", "messages": [{"role": "user", "content": "x", "name": NaN}]}',
+]
+
+
+def test_nan_and_infinity_are_bad_requests_never_sent(run_job, vertex_emulator, caplog):
+    """A record holding NaN/Infinity where a request needs JSON is a permanent `bad_request` (nothing sent, no
+    attempt counted, no stack trace logged), not an `internal_error`."""
+    good = [{"id": "fine", "prompt": "fine"}]
+    out = run_job(good + NON_JSON_RECORDS)
+    by_id = out.by_id()
+    assert set(by_id) == {"fine", "nan-param", "inf-param", "nan-google", "nan-message"}
+    assert "error_type" not in by_id["fine"]
+    for rid in ("nan-param", "inf-param", "nan-google", "nan-message"):
+        err = by_id[rid]
+        assert (err["error_type"], err["stage"], err["retryable"], err["attempts"]) == \
+            ("bad_request", "request", False, 0), err
+        assert "JSON" in err["message"]
+    assert settled_stats(vertex_emulator)["requests"] == 1
+    assert "internal error" not in caplog.text
