@@ -85,6 +85,14 @@ def _get(url: str, *, key: str | None = None, timeout: float = 5.0) -> tuple[int
         return exc.code, exc.read()
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 @dataclass
 class LlamaServer:
     url: str  # http://127.0.0.1:PORT
@@ -142,6 +150,10 @@ def llama_server(tmp_path_factory) -> Iterator[LlamaServer]:
         server.load_s = time.monotonic() - started
         REPORT.append({"run": "llama-server start (to /health 200)", "wall_s": round(server.load_s, 2)})
         yield server
+        cpu = _cpu_seconds(proc.pid)
+        if cpu is not None:
+            REPORT.append({"run": "llama-server CPU over the session (user+sys)", "cpu_s": round(cpu, 1),
+                           "wall_s": round(time.monotonic() - started, 1)})
     finally:
         proc.terminate()
         try:
