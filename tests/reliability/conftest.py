@@ -48,6 +48,7 @@ def assert_each_id_once(records: list[dict], out) -> None:
 def account(fault: str, records: list[dict], out, stats: dict[str, Any], wall_s: float,
             settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """One table row; checks that every request the emulator saw is an attempt some record reports."""
+    assert stats["in_flight"] == 0, "requests still in flight after the run (a hang the emulator did not free)"
     attempts = sum(r["attempts"] for r in out.results) + sum(e["attempts"] for e in out.errors)
     assert attempts == stats["requests"], (
         f"records report {attempts} attempts but the emulator received {stats['requests']} requests")
