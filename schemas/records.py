@@ -21,6 +21,7 @@ import re
 from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticSerializationError
 
 __all__ = [
     "DEFAULT_MAX_RECORD_BYTES",
@@ -34,6 +35,7 @@ __all__ = [
     "parse_line",
     "parse_row",
     "read_error",
+    "unwritable",
 ]
 
 DEFAULT_MAX_RECORD_BYTES = 1 << 20  # 1 MiB: a record larger than this is an error, not a request
@@ -54,7 +56,7 @@ def canonical_json(value: Any) -> str:
 
 
 def _short_hash(value: Any) -> str:
-    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()[:16]
+    return hashlib.sha256(canonical_json(value).encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 class InputRecord(BaseModel):
@@ -169,16 +171,41 @@ class ErrorRecord(BaseModel):
     metadata: Any = None
 
 
+def unwritable(record: BaseModel) -> str | None:
+    """Why ``record`` cannot be written as JSON (a lone surrogate from a ``\\ud800`` escape, nesting deeper than the
+    serializer's limit), or None. Checked at read time: a value that cannot be written would otherwise crash the
+    sink and lose the whole run."""
+    try:
+        record.model_dump_json()
+    except (PydanticSerializationError, ValueError) as exc:
+        return str(exc).removeprefix("Error serializing to JSON: ")
+    return None
+
+
+def _writable_text(text: str) -> str:
+    # Lone surrogates (a str line that held one) become visible \udxxx escapes instead of an unwritable character.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def read_error(error_type: str, message: str, *, raw: str | None = None, record: Mapping[str, Any] | None = None,
                record_id: str | None = None) -> ErrorRecord:
-    """An error record for input that never became a request."""
-    if raw is not None and len(raw.encode("utf-8", "replace")) > RAW_KEEP_BYTES:
-        raw = raw.encode("utf-8", "replace")[:RAW_KEEP_BYTES].decode("utf-8", "ignore") + "…[truncated]"
+    """An error record for input that never became a request. It is always writable: what cannot be written
+    (``record``, ``metadata``) is dropped, and ``raw`` keeps the line."""
+    if raw is not None:
+        raw = _writable_text(raw)
+        if len(raw.encode("utf-8")) > RAW_KEEP_BYTES:
+            raw = raw.encode("utf-8")[:RAW_KEEP_BYTES].decode("utf-8", "ignore") + "…[truncated]"
     metadata = record.get("metadata") if isinstance(record, Mapping) else None
     if record_id is None and isinstance(record, Mapping) and isinstance(record.get("id"), (str, int)):
         record_id = str(record["id"])
-    return ErrorRecord(id=record_id, stage="read", error_type=error_type, message=message, retryable=False,
-                       raw=raw, record=dict(record) if record is not None else None, metadata=metadata)
+    if record_id is not None:
+        record_id = _writable_text(record_id)
+    error = ErrorRecord(id=record_id, stage="read", error_type=error_type, message=_writable_text(message),
+                        retryable=False, raw=raw, record=dict(record) if record is not None else None,
+                        metadata=metadata)
+    if error.record is not None and unwritable(error) is not None:
+        error.record = error.metadata = None
+    return error
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -198,7 +225,7 @@ def parse_row(obj: Any, *, raw: str | None = None) -> InputRecord | ErrorRecord:
         return read_error("not_an_object", f"expected a JSON object, got {type(obj).__name__}",
                           raw=raw if raw is not None else canonical_json(obj))
     try:
-        return InputRecord.model_validate(obj)
+        record = InputRecord.model_validate(obj)
     except RecursionError:
         return read_error("invalid_record", "record is nested too deeply", raw=raw)
     except ValidationError as exc:
@@ -207,6 +234,23 @@ def parse_row(obj: Any, *, raw: str | None = None) -> InputRecord | ErrorRecord:
         return read_error("invalid_record", _validation_message(exc), raw=raw,
                           record=obj if small else None,
                           record_id=str(obj["id"]) if isinstance(obj.get("id"), (str, int)) else None)
+    why = unwritable(record)
+    if why is not None:
+        return read_error("invalid_record", f"record cannot be written as JSON: {why}", raw=raw,
+                          record_id=record.id)
+    return record
+
+
+def _id_of_broken_line(text: str) -> str | None:
+    found = _ID_IN_BROKEN_LINE.match(text)
+    if not found:
+        return None
+    if found.group(2):
+        return found.group(2)
+    try:
+        return json.loads(f'"{found.group(1)}"')  # decode JSON escapes: "caf\u00e9" is the id café
+    except json.JSONDecodeError:
+        return found.group(1)
 
 
 def parse_line(line: str | bytes, *, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> InputRecord | ErrorRecord:
@@ -227,7 +271,5 @@ def parse_line(line: str | bytes, *, max_record_bytes: int = DEFAULT_MAX_RECORD_
     try:
         obj = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
-        found = _ID_IN_BROKEN_LINE.match(text)
-        return read_error("invalid_json", f"not valid JSON: {exc}", raw=text,
-                          record_id=(found.group(1) or found.group(2)) if found else None)
+        return read_error("invalid_json", f"not valid JSON: {exc}", raw=text, record_id=_id_of_broken_line(text))
     return parse_row(obj, raw=text)

@@ -9,17 +9,30 @@ What is written is counted (namespace ``chatbeam``): ``results_written``, ``erro
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from pydantic import BaseModel
+from pydantic_core import PydanticSerializationError
 
 __all__ = ["WriteErrors", "WriteJsonl", "WriteResults", "to_json_line"]
 
 
 def to_json_line(record: BaseModel) -> str:
-    return record.model_dump_json()
+    """One JSON line; never raises. Read records are checked to be writable (schemas.records.unwritable), but a
+    server can still send what UTF-8 JSON cannot carry (a lone surrogate from a ``\\ud800`` escape) or nest too deep:
+    such a record is written with \\u escapes, or at least its id and why, rather than crash the sink and lose the
+    whole run."""
+    try:
+        return record.model_dump_json()
+    except (PydanticSerializationError, ValueError) as exc:
+        try:
+            return json.dumps(record.model_dump(mode="python"), ensure_ascii=True, default=str)
+        except (PydanticSerializationError, ValueError, RecursionError):
+            return json.dumps({"id": getattr(record, "id", None), "request_key": getattr(record, "request_key", None),
+                               "unwritable": str(exc)}, ensure_ascii=True, default=str)
 
 
 class _ToJsonFn(beam.DoFn):

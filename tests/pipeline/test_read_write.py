@@ -42,3 +42,15 @@ def test_sinks_write_one_json_object_per_line_and_always_write_errors(tmp_path):
                                                                                ("r2", None, {"a": 1})]
     error_files = glob.glob(str(tmp_path / "errors-*.jsonl"))
     assert error_files and all(open(f).read() == "" for f in error_files)
+
+
+def test_a_result_json_cannot_carry_is_still_written_not_a_crash():
+    from transforms.write import to_json_line
+
+    lone = ResultRecord(id="r", request_key="k", content="a\ud800b")  # as a server's "\ud800" escape decodes
+    assert json.loads(to_json_line(lone))["content"] == "a\ud800b"
+    deep: list = []
+    for _ in range(400):
+        deep = [deep]
+    line = json.loads(to_json_line(ResultRecord(id="d", request_key="k", parsed=deep)))
+    assert line["id"] == "d"

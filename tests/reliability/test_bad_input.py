@@ -5,9 +5,9 @@ through whole pipeline runs (a few larger generated files).
 The promise: never a crash, and every non-blank line comes out exactly once -- a result or an error record that
 can be written (serialised) and found again (by its id when the line had one).
 
-Two kinds of line currently crash the whole run at the write step and are pinned as strict xfails below
-(see docs/reliability.md "Bugs found"): JSON ``\\ud800``-style escapes that decode to lone surrogates, and
-values nested 256-993 levels deep.
+Two kinds of line used to crash the whole run at the write step (see docs/reliability.md "Bugs found"): JSON
+``\\ud800``-style escapes that decode to lone surrogates, and values nested 256-993 levels deep. They are read
+errors now; the tests below keep them so.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from tests.reliability.conftest import settled_stats
 pytestmark = [pytest.mark.e2e]
 
 READ_ERROR_TYPES = {"invalid_json", "invalid_encoding", "invalid_record", "not_an_object", "record_too_large"}
-SAFE_DEPTH = 200  # values nested ~250-993 deep pass parse_line but cannot be serialised (the xfail below)
+SAFE_DEPTH = 200  # values nested ~250-993 deep cannot be serialised: read errors (tested below)
 ODD = ["\u2028", "\u2029", "\x85", "\ufeff", "e\u0301", "\U0001F469\u200D\U0001F469\u200D\U0001F467", "\u202e",
        "\x00", "\x1b[31m", "\U0001D518\U0001D52B", "\r", "\t", "\\", "\"", "</script>", "\u0000\u0001", "\uFFFD",
        "\u00e9t\u00e9", "\u4e2d\u6587", "\u0627\u0644\u0639\u0631\u0628\u064a\u0629", " "]
@@ -107,7 +107,7 @@ def check_one(line: bytes, out, rid: str | None) -> None:
         assert not out.retryable and out.raw is not None
         assert len(out.raw.encode("utf-8")) <= RAW_KEEP_BYTES + len("…[truncated]".encode())
         if rid is not None and out.id is not None:
-            # A cut-off line's id is recovered by a regex from the raw text, escapes and all (the xfail below).
+            # A cut-off line's id is recovered by a regex from the raw text, its JSON escapes decoded.
             escaped = {rid, json.dumps(rid)[1:-1], json.dumps(rid, ensure_ascii=False)[1:-1]}
             assert out.id in escaped if out.error_type == "invalid_json" else out.id == rid
     else:
@@ -147,8 +147,6 @@ LONE_SURROGATE_LINES = [
 CUT_LINE_WITH_ESCAPED_ID = b'{"id": "caf\\u00e9-1", "prompt": "cut off he'  # json.dumps' default ensure_ascii
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (minor): the id of a cut-off line is taken from the raw text without "
-                                       "decoding JSON escapes: 'caf\\u00e9-1' instead of 'caf\u00e9-1'")
 def test_cut_off_line_keeps_its_decoded_id():
     assert parse_line(CUT_LINE_WITH_ESCAPED_ID).id == "caf\u00e9-1"
 
@@ -156,17 +154,13 @@ def test_cut_off_line_keeps_its_decoded_id():
 DEEP_LINE = ('{"id": "deep", "prompt": "x", "metadata": ' + "[" * 300 + "]" * 300 + "}").encode()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: parse_line accepts values that cannot be serialised (lone surrogates "
-                                       "from \\uD800-style escapes; nesting 256-993 deep); the write step then "
-                                       "crashes the whole run. Fix in schemas/records.py: reject at read.")
 @pytest.mark.parametrize("line", LONE_SURROGATE_LINES + [DEEP_LINE], ids=["prompt", "metadata", "invalid", "deep"])
 def test_unwritable_values_are_read_errors(line):
     out = parse_line(line)
+    assert isinstance(out, ErrorRecord) and out.stage == "read"
     json.loads(out.model_dump_json())
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: one line with a lone-surrogate escape or 300-deep metadata kills the "
-                                       "whole run at WriteResults/WriteErrors (PydanticSerializationError)")
 def test_one_unwritable_line_does_not_kill_the_run(run_job):
     good = [{"id": f"g{i}", "prompt": f"fine {i}"} for i in range(5)]
     out = run_job(good + [line.decode() for line in LONE_SURROGATE_LINES] + [DEEP_LINE.decode()])
