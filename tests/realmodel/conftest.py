@@ -130,6 +130,8 @@ def llama_server(tmp_path_factory) -> Iterator[LlamaServer]:
     log_path = tmp_path_factory.mktemp("llama") / "llama-server.log"
     cmd = [binary, "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "-np", str(SLOTS),
            "--api-key", API_KEY, "--metrics", "-n", str(SERVER_MAX_TOKENS)]
+    if os.environ.get("CHATBEAM_LLAMA_THREADS"):  # e.g. 1 on a box shared with other CPU-heavy jobs (see docs)
+        cmd += ["-t", os.environ["CHATBEAM_LLAMA_THREADS"]]
     started = time.monotonic()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
