@@ -23,10 +23,6 @@ import pytest
 ROWS: list[dict[str, Any]] = []
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: the 100,000-record run (minutes; CI still runs it)")
-
-
 def settled_stats(emulator, timeout_s: float = 10.0) -> dict[str, Any]:
     """The emulator's stats once nothing is in flight (a hang's cancellation is counted when the client leaves)."""
     deadline = time.monotonic() + timeout_s
