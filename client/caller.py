@@ -114,8 +114,10 @@ class ChatCaller:
         timeout = httpx2.Timeout(config.request_timeout, connect=config.connect_timeout)
         self._owns_http = http_client is None
         if http_client is None:
+            # Idle connections are dropped after 4 s: servers close idle ones (llama-server after 5 s), and a
+            # request sent on a connection the server is closing fails with "disconnected without a response".
             limits = httpx2.Limits(max_connections=config.max_concurrency,
-                                   max_keepalive_connections=config.max_concurrency)
+                                   max_keepalive_connections=config.max_concurrency, keepalive_expiry=4.0)
             http_client = httpx2.AsyncClient(limits=limits, timeout=timeout)
         self._http = http_client
         self._client = openai.AsyncOpenAI(base_url=config.target.base_url, api_key=self.tokens.token,

@@ -1,6 +1,6 @@
 """Serialise choices as ``chat.completion`` JSON or ``chat.completion.chunk`` SSE events.
 
-Streams: the first chunk of each choice carries ``role``; content is split into pieces
+Streams: the first chunk of each choice carries only ``role`` (content null); content is split into pieces
 of a few characters, with extra cuts inside the thought tags (``<thi`` | ``nk>`` and
 ``</th`` | ``ink>``) so clients must reassemble split tags; then a chunk with the
 ``finish_reason``; then, with ``stream_options.include_usage``, a chunk with empty
@@ -92,9 +92,12 @@ def stream_events(cid: str, created: int, model: str, choices: Sequence[Choice],
             delta: dict[str, Any] = {"role": "assistant", "content": None, "tool_calls": calls}
             events.append(_sse({**base, "choices": [{"index": i, "delta": delta, "finish_reason": None}]}))
         else:
-            pieces = split_content(choice.content or "", choice.thought_span, marker)
-            for k, piece in enumerate(pieces):
-                delta = {"role": "assistant", "content": piece} if k == 0 else {"content": piece}
+            # A role-only first chunk with null content, as OpenAI and llama-server send it: clients must not
+            # take the null for the end of the content.
+            role = {"role": "assistant", "content": None}
+            events.append(_sse({**base, "choices": [{"index": i, "delta": role, "finish_reason": None}]}))
+            for piece in split_content(choice.content or "", choice.thought_span, marker):
+                delta = {"content": piece}
                 events.append(_sse({**base, "choices": [{"index": i, "delta": delta, "finish_reason": None}]}))
         events.append(_sse({**base, "choices": [{"index": i, "delta": {}, "finish_reason": choice.finish_reason}]}))
     if include_usage:
