@@ -132,8 +132,15 @@ class Usage(BaseModel):
     total_tokens: int = 0
 
 
+# NaN and ±Infinity (which Python's json reads) are written as the strings "NaN", "Infinity", "-Infinity": standard
+# JSON has no literal for them, and null would lose them. BigQuery metadata gets the same mapping.
+_OUTPUT_CONFIG = ConfigDict(ser_json_inf_nan="strings")
+
+
 class ResultRecord(BaseModel):
     """What came back for one record."""
+
+    model_config = _OUTPUT_CONFIG
 
     id: str
     request_key: str
@@ -155,6 +162,8 @@ class ErrorRecord(BaseModel):
     ``error_type`` is a short stable code (see README "Error types"); ``retryable`` says whether a later rerun
     (``--replay_errors``) could succeed.
     """
+
+    model_config = _OUTPUT_CONFIG
 
     id: str | None = None
     request_key: str | None = None

@@ -87,3 +87,11 @@ def test_deep_nesting_is_an_error_not_a_crash():
 
 def test_bom_on_first_line_is_tolerated():
     assert parse_line('\ufeff{"prompt": "x"}'.encode()).prompt == "x"
+
+
+def test_nan_and_infinity_in_metadata_are_carried_as_strings_not_null():
+    from schemas.records import ResultRecord
+
+    rec = parse_line('{"id": "n", "prompt": "x", "metadata": {"a": NaN, "b": Infinity, "c": -Infinity}}')
+    out = json.loads(ResultRecord(id=rec.id, request_key="k", metadata=rec.metadata).model_dump_json())
+    assert out["metadata"] == {"a": "NaN", "b": "Infinity", "c": "-Infinity"}
