@@ -148,18 +148,18 @@ class _CallChatCompletionsFn(beam.DoFn):
             snap = state.counters.snapshot()
             delta = {k: v - state.flushed.get(k, 0) for k, v in snap.items()}
             state.flushed = snap
+            # Beam counters are integers: flush whole throttled seconds and carry the fraction to the next flush.
             throttled = float(getattr(self._engine.limiter, "throttled_seconds", 0.0))
-            throttled_delta, state.throttled_flushed = throttled - state.throttled_flushed, throttled
+            throttled_whole = int(throttled - state.throttled_flushed)
+            state.throttled_flushed += throttled_whole
         for name, value in delta.items():
             if value:
                 counter = self._beam_counters.get(name)
                 if counter is None:
                     counter = self._beam_counters[name] = Metrics.counter(NAMESPACE, name)
                 counter.inc(int(value))
-        if throttled_delta >= 1:
-            self._throttled.inc(int(throttled_delta))
-            with state.lock:
-                state.throttled_flushed -= throttled_delta - int(throttled_delta)
+        if throttled_whole:
+            self._throttled.inc(throttled_whole)
 
 
 class CallChatCompletions(beam.PTransform):

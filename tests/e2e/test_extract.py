@@ -121,3 +121,14 @@ def test_stream_and_no_stream_give_the_same_parsed_results(run_job):
     for key in plain:
         for field in ("parsed", "content", "thoughts", "finish_reason"):
             assert plain[key][field] == streamed[key][field], (key, field)
+
+
+def test_throttled_time_is_reported_as_cumulative_throttling_seconds(run_job):
+    from apache_beam.metrics.metric import MetricsFilter
+
+    # 40 records at 600 requests/minute (10/s, a bucket of 1 s = 10 requests): the last 30 wait about 3 s in all.
+    out = run_job([{"id": f"q{i}", "prompt": f"paced {i}"} for i in range(40)], "--rpm", "600")
+    assert len(out.results) == 40
+    counters = out.result_obj.metrics().query(MetricsFilter().with_name("cumulativeThrottlingSeconds"))["counters"]
+    throttled = sum(c.committed or c.attempted or 0 for c in counters)
+    assert 2 <= throttled <= 4
