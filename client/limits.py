@@ -366,8 +366,8 @@ class RequestLimiter:
         if self._slow_start:
             self._cwnd += 1.0  # +1 per success: doubles per round trip
         else:
-            # +1 per round trip (1/limit per success); below GENTLE_LIMIT proportionally less, so a small limit
-            # (many workers sharing one pool) doesn't overshoot by a large fraction on every probe.
+            # `step` per round trip (step/limit per success): 1 from GENTLE_LIMIT up, proportionally less below
+            # (at least MIN_STEP), so small limits (many workers sharing one pool) probe rarely, not by +1 each RTT.
             self._cwnd += min(1.0, max(MIN_STEP, self._cwnd / GENTLE_LIMIT)) / self._cwnd
             self._grew_since_cut = True
         self._cwnd = min(self._cwnd, float(self.max_concurrency))
