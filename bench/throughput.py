@@ -40,6 +40,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from pipelines.local_emulator import EmulatorStartError, LocalEmulator
+
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("chatbeam", "runinference", "gather")
 DEFAULT_MODEL = "google/gemini-2.0-flash-001"
@@ -84,30 +86,14 @@ class Emulator:
 
     def __init__(self, latency_ms: float, capacity_rps: float) -> None:
         self.faults = {"latency_ms": latency_ms, "capacity_rps": capacity_rps}
-        cmd = [sys.executable, "-m", "emulator", "--host", "127.0.0.1", "--port", "0",
-               "--latency_ms", str(latency_ms), "--capacity_rps", str(capacity_rps)]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        ready: dict[str, Any] = {}
-
-        def read_ready() -> None:
-            for line in self.proc.stdout:
-                try:
-                    event = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(event, dict) and event.get("event") == "ready":
-                    ready.update(event)
-                    break
-            self.proc.stdout.read()  # keep draining until it exits
-
-        threading.Thread(target=read_ready, daemon=True).start()
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while "url" not in ready and time.monotonic() < deadline and self.proc.poll() is None:
-            time.sleep(0.05)
-        if "url" not in ready:
-            self.stop()
-            raise SystemExit("bench: the emulator did not print its ready line")
-        self.url: str = ready["url"]
+        # The same launcher `chatbeam --emulator` uses: start, wait (bounded) for the ready line, stop.
+        self._process = LocalEmulator(f"--latency_ms {latency_ms} --capacity_rps {capacity_rps}",
+                                      ready_timeout_s=READY_TIMEOUT_S)
+        try:
+            self._process.__enter__()
+        except EmulatorStartError as exc:
+            raise SystemExit(f"bench: {exc}") from None
+        self.url: str = self._process.url
 
     def _call(self, method: str, path: str, body: dict | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
@@ -125,13 +111,7 @@ class Emulator:
         return self._call("GET", "/emulator/stats?fingerprints=0")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        self._process.__exit__(None, None, None)
 
 
 def _write_input(path: Path, n: int) -> None:
