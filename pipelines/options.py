@@ -106,7 +106,7 @@ class Plan:
     bigquery: BigQueryIO = BigQueryIO()  # tables and queries (transforms/bigquery.py)
 
 
-def _targets_given(o: ChatbeamOptions, project: str | None) -> list[str]:
+def _targets_given(o: ChatbeamOptions) -> list[str]:
     given = []
     if o.emulator:
         given.append("--emulator")
@@ -124,7 +124,7 @@ def _targets_given(o: ChatbeamOptions, project: str | None) -> list[str]:
 
 
 def _target(o: ChatbeamOptions, project: str | None) -> Target | None:
-    given = _targets_given(o, project)
+    given = _targets_given(o)
     if len(given) > 1:
         raise UsageError(f"choose exactly one target; got {' and '.join(given)}")
     if not given:
