@@ -211,8 +211,9 @@ class RequestLimiter:
         self.pace_s = pace_s
         self._clock = clock
         self._sleep = sleep
-        self._rpm = TokenBucket(rpm / 60, max(1.0, rpm / 60 * burst_s), clock=clock) if rpm else None
-        self._tpm = TokenBucket(tpm / 60, max(1.0, tpm / 60 * burst_s), clock=clock) if tpm else None
+        self._burst_s = burst_s
+        self._rpm = self._bucket(rpm)
+        self._tpm = self._bucket(tpm)
         start = DEFAULT_INITIAL_LIMIT if initial_limit is None else initial_limit
         self._cwnd = float(max(1, min(self.max_concurrency, start))) if adaptive else float(self.max_concurrency)
         self._slow_start = adaptive
@@ -255,6 +256,23 @@ class RequestLimiter:
         async with self._gate:
             return await self._admit(max(0, int(est_tokens)))
 
+    def set_rates(self, *, rpm: float | None, tpm: float | None) -> None:
+        """Change the RPM / TPM caps of a running limiter (None removes a cap), e.g. when a job-wide cap is
+        re-divided among the processes alive now. A bucket keeps its current level (cut to the new capacity), so a
+        change never releases a burst. Call it on the limiter's loop (``loop.call_soon_threadsafe`` from elsewhere).
+        """
+        for name, value in (("rpm", rpm), ("tpm", tpm)):
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0 (or None for no limit)")
+        self._rpm = self._rebucket(self._rpm, rpm)
+        self._tpm = self._rebucket(self._tpm, tpm)
+        self._notify()
+
+    @property
+    def rates(self) -> tuple[float | None, float | None]:
+        """The current (rpm, tpm) caps."""
+        return (self._rpm.rate * 60 if self._rpm else None, self._tpm.rate * 60 if self._tpm else None)
+
     def stats(self) -> dict[str, Any]:
         """A snapshot for logs and benchmarks."""
         return {
@@ -272,6 +290,17 @@ class RequestLimiter:
         }
 
     # -- admission ---------------------------------------------------------------------------------------------
+
+    def _bucket(self, per_minute: float | None) -> TokenBucket | None:
+        if not per_minute:
+            return None
+        return TokenBucket(per_minute / 60, max(1.0, per_minute / 60 * self._burst_s), clock=self._clock)
+
+    def _rebucket(self, bucket: TokenBucket | None, per_minute: float | None) -> TokenBucket | None:
+        fresh = self._bucket(per_minute)
+        if bucket is not None and fresh is not None:
+            fresh.take(fresh.capacity - min(fresh.capacity, bucket.level))  # keep the level, never above capacity
+        return fresh
 
     async def _admit(self, est_tokens: int) -> Permit:
         while True:

@@ -1,5 +1,5 @@
 import sys
 
-from pipelines.extract import main
+from pipelines.cli import main
 
 sys.exit(main())

@@ -687,3 +687,39 @@ def test_closed_loop_without_a_quota_runs_at_max_concurrency():
 def test_fake_sleep_type_is_awaitable_only():
     # A permit is not something callers construct; the type is exported for annotations.
     assert Permit.__slots__
+
+
+def test_set_rates_changes_the_pace_keeps_the_level_and_wakes_waiters():
+    async def main(clock):
+        limiter = RequestLimiter(max_concurrency=50, rpm=60, adaptive=False, clock=clock, sleep=asyncio.sleep)
+        first = await limiter.acquire()  # 1/s: the one-request bucket is now empty
+        first.done("ok")
+        waiter = asyncio.ensure_future(limiter.acquire())
+        await asyncio.sleep(0.1)
+        assert not waiter.done()
+        limiter.set_rates(rpm=600, tpm=None)  # 10/s from now on; the level stays where it was (not refilled)
+        assert limiter.rates == (600, None)
+        permit = await waiter
+        admitted_at = clock.now
+        permit.done("ok")
+        stamps = []
+        for _ in range(3):
+            p = await limiter.acquire()
+            stamps.append(clock.now)
+            p.done("ok")
+        limiter.set_rates(rpm=None, tpm=None)
+        p = await limiter.acquire()
+        unlimited_at = clock.now
+        p.done("ok")
+        return admitted_at, stamps, unlimited_at
+
+    admitted_at, stamps, unlimited_at = run_virtual(main)
+    assert 0.1 < admitted_at <= 0.21  # ~0.1 s of 10/s refill needed, not the 1 s the old rate asked for
+    assert [round(b - a, 6) for a, b in zip([admitted_at, *stamps], stamps)] == pytest.approx([0.1, 0.1, 0.1])
+    assert unlimited_at == pytest.approx(stamps[-1])  # no cap: admitted at once
+
+
+def test_set_rates_rejects_nonsense():
+    limiter = RequestLimiter(max_concurrency=5)
+    with pytest.raises(ValueError):
+        limiter.set_rates(rpm=0, tpm=None)
