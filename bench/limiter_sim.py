@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import collections
 import math
+import os
 import random
 import selectors
 import statistics
@@ -243,8 +244,10 @@ def _v1_class() -> type:
     import subprocess
     import tempfile
 
-    source = subprocess.run(["git", "show", f"{V1_COMMIT}:client/limits.py"], cwd=ROOT, capture_output=True,
-                            text=True, check=True).stdout
+    saved = os.environ.get("CHATBEAM_V1_LIMITS")  # a copy of that file (for a checkout without git history)
+    source = Path(saved).read_text() if saved else subprocess.run(
+        ["git", "show", f"{V1_COMMIT}:client/limits.py"], cwd=ROOT, capture_output=True, text=True,
+        check=True).stdout
     path = Path(tempfile.mkdtemp(prefix="limits-v1-")) / "limits_v1.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("limits_v1", path)

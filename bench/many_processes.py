@@ -19,7 +19,7 @@ Scenarios:
 - ``steady``: N = ``--processes`` (default 1, 4, 8, 16) processes with equal work (capacity × ``--duration_s`` / N
   records each);
 - ``halve``: 8 processes; ``--halve_after_s`` seconds into the window the pool's capacity halves (POST
-  /emulator/faults); measured before and after (from 2 s after the change);
+  /emulator/faults); measured before and after (from 2 s after the change), ``--duration_s`` of work at half;
 - ``churn``: 4 long and 4 short processes start; once the short ones have finished (left), 4 more start (join);
   capacity used and 429s over the whole time the long ones run, shares among long and joined while all run.
 
@@ -73,6 +73,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=1, help="runs per row; the table shows medians")
     p.add_argument("--max_concurrency", type=int, default=64)
     p.add_argument("--chatbeam_args", default="", help="extra flags for every chatbeam process")
+    p.add_argument("--limiters", default="new",
+                   help="comma-separated: new (client/limits.py) and/or v1 (the policy before issue 10, from git "
+                        "history: see bench/limiter_sim.py), run side by side")
     p.add_argument("--timeout_s", type=float, default=1800.0, help="kill a run's processes after this long")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     p.add_argument("--json", dest="json_out", help="also write every run's raw figures to this file")
@@ -81,6 +84,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--_trace", help=argparse.SUPPRESS)
     p.add_argument("--_records", type=int, help=argparse.SUPPRESS)
     p.add_argument("--_argv", help=argparse.SUPPRESS)
+    p.add_argument("--_limiter", default="new", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if not args._child:
         unknown = set(args.scenarios.split(",")) - set(SCENARIOS)
@@ -202,7 +206,8 @@ def _write_input(path: Path, name: str, n: int) -> None:
             fh.write("\n")
 
 
-def _spawn(args: argparse.Namespace, emu: Emulator, work: Path, name: str, records: int, group: str) -> Child:
+def _spawn(args: argparse.Namespace, emu: Emulator, work: Path, name: str, records: int, group: str,
+           limiter: str) -> Child:
     d = work / name
     d.mkdir(parents=True)
     _write_input(d / "input.jsonl", name, records)
@@ -211,7 +216,8 @@ def _spawn(args: argparse.Namespace, emu: Emulator, work: Path, name: str, recor
             "--errors", str(child.out / "errors"), "--emulator_url", emu.url, "--runner", "DirectRunner",
             "--max_concurrency", str(args.max_concurrency), *args.chatbeam_args.split()]
     cmd = [sys.executable, str(Path(__file__).resolve()), "--_child", "--_gate", str(child.gate),
-           "--_trace", str(child.trace), "--_records", str(records), "--_argv", json.dumps(argv)]
+           "--_trace", str(child.trace), "--_records", str(records), "--_argv", json.dumps(argv),
+           "--_limiter", limiter]
     with open(d / "stdout.log", "w") as out, open(d / "stderr.log", "w") as err:  # files: a full pipe would block
         child.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=err,
                                       env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -274,14 +280,16 @@ def _shares(children: list[Child], t0: float, t1: float) -> tuple[float, float]:
     return (min(done) / fair, max(done) / fair) if fair > 0 else (0.0, 0.0)
 
 
-def _run(args: argparse.Namespace, emu: Emulator, work: Path, scenario: str, n: int, run_no: int) -> dict:
+def _run(args: argparse.Namespace, emu: Emulator, work: Path, scenario: str, n: int, run_no: int,
+         limiter: str) -> dict:
     """One run of a scenario; returns its figures (or ``failed``)."""
-    run_dir = work / f"{scenario}-{n}-{run_no}"
+    run_dir = work / f"{scenario}-{n}-{limiter}-{run_no}"
     cap = args.capacity_rps
     if scenario == "steady":
         plan = [(f"p{i:02d}", max(1, math.ceil(cap * args.duration_s / n)), "a") for i in range(n)]
     elif scenario == "halve":
-        total = cap * args.halve_after_s + cap / 2 * max(10.0, args.duration_s - args.halve_after_s)
+        # enough for the start-up spread, halve_after_s at full capacity and duration_s at half
+        total = cap * (args.halve_after_s + 10.0) + cap / 2 * args.duration_s
         plan = [(f"p{i:02d}", math.ceil(total / n), "a") for i in range(n)]
     else:  # churn: long ones run throughout; short ones leave early; joiners come once they have left
         unit = cap * args.duration_s / 8
@@ -290,7 +298,7 @@ def _run(args: argparse.Namespace, emu: Emulator, work: Path, scenario: str, n: 
                 + [(f"join{i}", math.ceil(1.0 * unit), "b") for i in range(4)])
     emu.fresh()
     deadline = time.monotonic() + args.timeout_s
-    children = [_spawn(args, emu, run_dir, name, records, group) for name, records, group in plan]
+    children = [_spawn(args, emu, run_dir, name, records, group, limiter) for name, records, group in plan]
     try:
         _wait_ready(children, min(deadline, time.monotonic() + READY_TIMEOUT_S))
         emu.start_sampling()
@@ -301,10 +309,10 @@ def _run(args: argparse.Namespace, emu: Emulator, work: Path, scenario: str, n: 
         final = emu.stop_sampling()
     except Exception as exc:  # noqa: BLE001 - one failed run is reported as such; the bench goes on
         emu.stop_sampling()
-        return {"scenario": scenario, "n": n, "failed": str(exc)[:500]}
+        return {"scenario": scenario, "n": n, "limiter": limiter, "failed": str(exc)[:500]}
     finally:
         _kill_all(children)
-    return _figures(args, emu, children, scenario, n, events, final)
+    return {**_figures(args, emu, children, scenario, n, events, final), "limiter": limiter}
 
 
 def _drive(args: argparse.Namespace, emu: Emulator, children: list[Child], scenario: str, run_dir: Path,
@@ -368,6 +376,9 @@ def _figures(args: argparse.Namespace, emu: Emulator, children: list[Child], sce
         row["start_spread_s"] = round(max(firsts) - min(firsts), 1)
     elif scenario == "halve":
         t0, th, t1 = max(firsts), events["halved"], min(ends)
+        if t1 < th + 12.0:
+            row["failed"] = "a process finished within 10 s of the halving: raise --duration_s"
+            return row
         before = _window_figures(emu, children, t0, th, cap)
         after = _window_figures(emu, children, th + 2.0, t1, cap / 2)
         row.update(after)
@@ -398,29 +409,30 @@ def _print_table(args: argparse.Namespace, results: list[dict]) -> None:
     print(f"\nemulator: {args.capacity_rps:g} req/s pool (sliding 1 s), {args.latency_ms:g} ms latency; "
           f"max_concurrency {args.max_concurrency}; medians of {args.repeat} run(s); rates over the window when "
           f"all processes run (start-up excluded)\n")
-    head = (f"{'scenario':<24}{'window s':>9}{'rec/s':>8}{'of cap':>8}{'429 %':>7}{'min sh':>8}{'max sh':>8}"
+    head = (f"{'scenario':<30}{'window s':>9}{'rec/s':>8}{'of cap':>8}{'429 %':>7}{'min sh':>8}{'max sh':>8}"
             f"{'run 429 %':>10}  all records")
     print(head)
     print("-" * len(head))
-    seen: list[tuple[str, int]] = []
+    seen: list[tuple[str, int, str]] = []
     for r in results:
-        if (r["scenario"], r["n"]) not in seen:
-            seen.append((r["scenario"], r["n"]))
-    for scenario, n in seen:
-        rows = [r for r in results if r["scenario"] == scenario and r["n"] == n]
+        if (r["scenario"], r["n"], r["limiter"]) not in seen:
+            seen.append((r["scenario"], r["n"], r["limiter"]))
+    for scenario, n, limiter in seen:
+        rows = [r for r in results if (r["scenario"], r["n"], r["limiter"]) == (scenario, n, limiter)]
         good = [r for r in rows if "failed" not in r]
+        label = _label(scenario, n) + ("" if args.limiters == "new" else f" [{limiter}]")
         if not good:
-            print(f"{_label(scenario, n):<24}FAILED: {rows[0].get('failed')}")
+            print(f"{label:<30}FAILED: {rows[0].get('failed')}")
             continue
         m = {k: _median(good, k) for k in ("window_s", "rps", "capacity_fraction", "share_429", "min_share",
                                             "max_share", "run_share_429")}
         complete = "yes" if all(r.get("complete") for r in good) else "NO"
-        print(f"{_label(scenario, n):<24}{m['window_s']:>9.0f}{m['rps']:>8.1f}{100 * m['capacity_fraction']:>7.1f}%"
+        print(f"{label:<30}{m['window_s']:>9.0f}{m['rps']:>8.1f}{100 * m['capacity_fraction']:>7.1f}%"
               f"{100 * m['share_429']:>6.2f}%{m['min_share']:>8.2f}{m['max_share']:>8.2f}"
               f"{100 * m['run_share_429']:>9.2f}%  {complete} ({len(good)}/{len(rows)} runs)")
         if scenario == "halve":
             before = [r["before"] for r in good]
-            print(f"{'  (before the cut)':<24}{_median(before, 'window_s'):>9.0f}{_median(before, 'rps'):>8.1f}"
+            print(f"{'  (before the cut)':<30}{_median(before, 'window_s'):>9.0f}{_median(before, 'rps'):>8.1f}"
                   f"{100 * _median(before, 'capacity_fraction'):>7.1f}%{100 * _median(before, 'share_429'):>6.2f}%")
     print("\nof cap: records/s over the pool's capacity (after a halving: over the halved capacity); 429 %: share of "
           "requests the emulator answered 429 in the window; min/max sh: a process's records in the window over a "
@@ -441,10 +453,10 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     try:
         for run_no in range(args.repeat):
-            for scenario, n in plan:
-                print(f"bench: run {run_no + 1}/{args.repeat}: {scenario} N={n} (load {os.getloadavg()[0]:.1f})",
-                      file=sys.stderr, flush=True)
-                row = _run(args, emu, work, scenario, n, run_no)
+            for (scenario, n), limiter in [(sn, lim) for sn in plan for lim in args.limiters.split(",")]:
+                print(f"bench: run {run_no + 1}/{args.repeat}: {scenario} N={n} {limiter} "
+                      f"(load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
+                row = _run(args, emu, work, scenario, n, run_no, limiter)
                 row["load_before"] = round(os.getloadavg()[0], 1)
                 print(f"bench:   {json.dumps(row, default=str)}", file=sys.stderr, flush=True)
                 results.append(row)
@@ -468,6 +480,11 @@ def _child(args: argparse.Namespace) -> int:
     from client import engine
     from pipelines.extract import main as chatbeam_main
 
+    if args._limiter == "v1":
+        from limiter_sim import _v1_class  # bench/ is this script's directory
+
+        engine.RequestLimiter = _v1_class()
+
     Path(args._trace).with_suffix(".ready").touch()
     gate, deadline = Path(args._gate), time.monotonic() + GATE_TIMEOUT_S
     while not gate.exists():
@@ -487,7 +504,7 @@ def _child(args: argparse.Namespace) -> int:
             if limiter is not None:
                 ok += limiter.outcomes["ok"]
                 thr += limiter.outcomes["throttled"]
-                window += limiter.window
+                window += getattr(limiter, "window", limiter.limit)
                 in_flight += limiter.in_flight
         last[0], last[1] = max(last[0], ok), max(last[1], thr)  # engines leave the registry at teardown
         trace.write(json.dumps([time.time(), last[0], last[1], round(window, 2), in_flight]) + "\n")

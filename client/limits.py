@@ -99,7 +99,7 @@ Outcome = Literal["ok", "throttled", "error"]
 
 DEFAULT_BACKOFF = 0.95  # the gentlest cut on a throttle (deeper when the pool is crowded or throttles repeat)
 SLOW_START_BACKOFF = 0.5  # the cut that ends slow start, and the floor of the deepening in a 429 storm
-SLOW_START_KEEP = 0.9  # ...unless 0.9 x the window that the last second's admitted rate needs is more
+SLOW_START_KEEP = 0.8  # ...unless 0.8 x the window that the last second's admitted rate needs is more
 MAX_DEPTH = 0.5  # the deepest crowd-driven cut: W x 0.5
 MI_STEP = 0.005  # per success: about 0.5 % of W per round trip
 AI_STEP = 0.03  # AI_STEP / W per round trip (AI_STEP / W^2 per success)
@@ -255,6 +255,7 @@ class RequestLimiter:
         self._seen_429 = 0.0
         self._seen_at = 0.0
         self._counted_from = float("inf")
+        self._last_429_seen = float("-inf")
         self._output_est = float(output_tokens)
         self._in_flight = 0
         self._peak_in_flight = 0
@@ -353,7 +354,7 @@ class RequestLimiter:
         return self.adaptive and self.cuts > 0 and self.limit < self.max_concurrency
 
     async def _admit(self, est_tokens: int) -> Permit:
-        held = False  # held back by the window or the pace: the window, not demand, is what limits this process
+        held = False  # waited for a slot: the window, not demand, is what limits this process
         while True:
             now = self._clock()
             if self._in_flight >= self.limit:
@@ -368,7 +369,6 @@ class RequestLimiter:
             if self._tpm is not None:
                 delay = max(delay, self._tpm.wait_time(reserve))
             if delay > 0:
-                held = held or pace > 0
                 await self._wait(delay, throttling=True)
                 continue
             return self._take(est_tokens, reserve, now, held)
@@ -430,9 +430,10 @@ class RequestLimiter:
                 self._settle(permit.reserved_tokens - tokens_used)
             elif outcome == "throttled":
                 self._settle(permit.reserved_tokens)
-        if outcome == "ok" or (outcome == "throttled" and permit.epoch == self._epoch):
-            # The 429 share counts attempts sent after the latest cut: the rest of a burst is one overload.
-            if permit.started >= self._counted_from:
+        if outcome != "error" and permit.started >= self._counted_from:
+            # One overload answers many attempts 429 at once (a burst, or a stall that released a clump): in the
+            # 429 share it counts once per max(rtt, cooldown_s), as TCP-friendly rate control counts loss events.
+            if outcome == "ok" or now - self._last_429_seen >= max(self.cooldown_s, self._rtt):
                 self._observe(outcome == "throttled", now)
         if outcome == "ok":
             rtt = max(0.0, now - permit.started)
@@ -453,6 +454,8 @@ class RequestLimiter:
         self._notify()
 
     def _observe(self, throttled: bool, now: float) -> None:
+        if throttled:
+            self._last_429_seen = now
         decay = math.exp(-max(0.0, now - self._seen_at) / CROWD_MEMORY_S)
         self._seen = self._seen * decay + 1.0
         self._seen_429 = self._seen_429 * decay + (1.0 if throttled else 0.0)
@@ -491,7 +494,7 @@ class RequestLimiter:
     def _cut(self, now: float) -> None:
         if self._slow_start:
             # Slow start doubles per round trip, so when it first overshoots it can be up to 2x too high: halve —
-            # or, if more, keep 0.9 x the rate this process got admitted over the last window (a quota pool
+            # or, if more, keep 0.8 x the rate this process got admitted over the last window (a quota pool
             # rejects once its window is full, so that rate is this process's part of a full pool); halving alone
             # would leave half the pool unused for a long time when the overshoot was small.
             span = max(self.cooldown_s, self._rtt)
