@@ -255,7 +255,6 @@ class RequestLimiter:
         self._seen_429 = 0.0
         self._seen_at = 0.0
         self._counted_from = float("inf")
-        self._last_429_seen = float("-inf")
         self._output_est = float(output_tokens)
         self._in_flight = 0
         self._peak_in_flight = 0
@@ -387,7 +386,9 @@ class RequestLimiter:
             self._ss_admits.append(now)
         mark = self._saturations
         self._in_flight += 1
-        if held or self._in_flight >= self.limit:
+        if held or self._in_flight >= max(1.0, self._cwnd - 1.0):
+            # Waited for a slot, or this admission brought in flight within one of the window (a paced process
+            # sending W per round trip): the window is what limits this process, not its demand.
             self._saturations += 1
         self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
         self.admitted += 1
@@ -431,10 +432,7 @@ class RequestLimiter:
             elif outcome == "throttled":
                 self._settle(permit.reserved_tokens)
         if outcome != "error" and permit.started >= self._counted_from:
-            # One overload answers many attempts 429 at once (a burst, or a stall that released a clump): in the
-            # 429 share it counts once per max(rtt, cooldown_s), as TCP-friendly rate control counts loss events.
-            if outcome == "ok" or now - self._last_429_seen >= max(self.cooldown_s, self._rtt):
-                self._observe(outcome == "throttled", now)
+            self._observe(outcome == "throttled", now)
         if outcome == "ok":
             rtt = max(0.0, now - permit.started)
             self._rtt = rtt if not self._rtt_seen else self._rtt + _RTT_GAIN * (rtt - self._rtt)
@@ -454,8 +452,6 @@ class RequestLimiter:
         self._notify()
 
     def _observe(self, throttled: bool, now: float) -> None:
-        if throttled:
-            self._last_429_seen = now
         decay = math.exp(-max(0.0, now - self._seen_at) / CROWD_MEMORY_S)
         self._seen = self._seen * decay + 1.0
         self._seen_429 = self._seen_429 * decay + (1.0 if throttled else 0.0)
