@@ -33,6 +33,7 @@ from client.journal import JournalSettings
 from client.progress import ProgressSettings
 from pipelines.local_emulator import EmulatorStartError, LocalEmulator
 from pipelines.nightly import normalize_argv
+from pipelines.worker_logs import quiet_worker_startup
 from pipelines.options import EMULATOR_PROJECT, Plan, UsageError, validate
 from pipelines.summary import build_summary, chatbeam_counters, count_input_lines, format_summary, read_json, write_json
 from transforms import CallChatCompletions, ReadPrompts, WriteErrors, WriteResults
@@ -214,6 +215,7 @@ def _format_dry_run(t: dict) -> str:
 def main(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
+    quiet_worker_startup()  # multi_processing: no worker start-up noise; the workers' progress lines shown
     try:
         result = run(sys.argv[1:] if argv is None else argv, wait=wait)
     except (UsageError, EmulatorStartError) as exc:
