@@ -17,6 +17,14 @@ The limiter seam (client/limits.py implements it; a plain concurrency cap is use
 
 "throttled" means the attempt was answered 429 or 503.
 
+Deadlines: ``request_timeout`` bounds each attempt in total (sending to the last byte, a stream included), not just
+the gap between bytes; ``record_deadline_s`` bounds everything a record does (budget wait, limiter waits, attempts
+in flight, backoff sleeps, re-asks). Both are ``asyncio.timeout`` scopes, so a cancelled wait or attempt still
+releases its permit (``finally``) and its budget hold, and the usage of attempts already answered is kept.
+Responses are cut off at ``max_response_bytes`` (client/http_cap.py). A circuit breaker (client/breaker.py) stops
+sending after a run of identical 401/403/404 answers: the records it refuses are checked just before sending.
+Every output passes ``scrub_output``: live credentials a server echoed never reach a record.
+
 The budget seam (client/budget.py; optional): once per record, after the request is built and before its first
 attempt, ``hold = await budget.reserve(request)``; None means the budget is spent, and the record becomes a
 ``budget_exhausted`` error (retryable, nothing sent). ``hold.settle(usage)`` once the record is done.
@@ -35,15 +43,18 @@ import openai
 from openai.types.chat import ChatCompletion
 
 from client.auth import TokenSource, token_source_for
+from client.breaker import Breaker
 from client.budget import Budget, BudgetExhausted, Hold
 from client.config import ClientConfig
 from client.constants import REASK_TEMPLATE, THROTTLE_STATUS
-from client.errors import (AuthError, ChatbeamError, MalformedResponse, SchemaInvalid, StreamBroken, is_retryable,
-                           map_errors, redact)
+from client.errors import (AuthError, ChatbeamError, MalformedResponse, RequestTimeout, SchemaInvalid, StreamBroken,
+                           is_retryable, map_errors, redact)
+from client.http_cap import cap_responses
 from client.metrics import RunCounters
 from client.parsing import ParsedCompletion, StreamAssembler, parse_completion, usage_of
 from client.requests import ChatRequest, build_request, estimate_tokens
 from client.retry import RetryPolicy
+from client.scrub import scrub_output, split_userinfo
 from schemas.records import ErrorRecord, InputRecord, ResultRecord, Usage
 
 __all__ = ["ChatCaller", "Limiter", "Permit"]
@@ -85,6 +96,8 @@ class _RecordState:
     start: float
     attempts: int = 0
     usage: Usage | None = None
+    phase: str = "building the request"  # what the record was doing, for a deadline's message
+    last_error: str | None = None
 
 
 def _rejected_token(exc: BaseException) -> str | None:
@@ -102,6 +115,7 @@ class ChatCaller:
     def __init__(self, config: ClientConfig, *, http_client: httpx2.AsyncClient | None = None,
                  token_source: TokenSource | None = None, limiter: Limiter | None = None,
                  counters: RunCounters | None = None, budget: Budget | None = None,
+                 breaker: Breaker | None = None,
                  sleep: Callable[[float], Awaitable[None] | None] = asyncio.sleep,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
@@ -109,9 +123,12 @@ class ChatCaller:
         self.limiter = limiter if limiter is not None else _ConcurrencyLimiter(config.max_concurrency)
         self.counters = counters if counters is not None else RunCounters()
         self.budget = budget
+        self.breaker = breaker if breaker is not None else Breaker(clock=clock)
         self.policy = RetryPolicy.from_config(config)
         self._sleep, self._clock = sleep, clock
         timeout = httpx2.Timeout(config.request_timeout, connect=config.connect_timeout)
+        # A key in the URL's userinfo would be in every request log line: send it as Basic auth instead.
+        base_url, basic_auth = split_userinfo(config.target.base_url)
         self._owns_http = http_client is None
         if http_client is None:
             # Idle connections are dropped after 4 s: servers close idle ones (llama-server after 5 s), and a
@@ -119,8 +136,11 @@ class ChatCaller:
             limits = httpx2.Limits(max_connections=config.max_concurrency,
                                    max_keepalive_connections=config.max_concurrency, keepalive_expiry=4.0)
             http_client = httpx2.AsyncClient(limits=limits, timeout=timeout)
+        if basic_auth is not None:
+            http_client.auth = httpx2.BasicAuth(*basic_auth)
+        cap_responses(http_client, config.max_response_bytes)
         self._http = http_client
-        self._client = openai.AsyncOpenAI(base_url=config.target.base_url, api_key=self.tokens.token,
+        self._client = openai.AsyncOpenAI(base_url=base_url, api_key=self.tokens.token,
                                           max_retries=0, timeout=timeout, http_client=http_client)
         # With no credentials the SDK must be told explicitly to send no Authorization header.
         self._extra_headers = {"Authorization": openai.omit} if getattr(self.tokens, "anonymous", False) else None
@@ -144,17 +164,26 @@ class ChatCaller:
         request: ChatRequest | None = None
         hold: Hold | None = None
         try:
-            if record.messages and any(isinstance(m.get("content"), list) for m in record.messages):
-                request = await asyncio.to_thread(build_request, record, self.config)  # may read media files
-            else:
-                request = build_request(record, self.config)
-            if self.budget is not None:
-                hold = await self.budget.reserve(request)
-                if hold is None:
-                    raise BudgetExhausted(self.budget.exhausted_message())
-            return self._result(record, request, await self._complete(request, state), state)
+            deadline = asyncio.timeout(self.config.record_deadline_s)
+            try:
+                async with deadline:
+                    if record.messages and any(isinstance(m.get("content"), list) for m in record.messages):
+                        request = await asyncio.to_thread(build_request, record, self.config)  # may read media
+                    else:
+                        request = build_request(record, self.config)
+                    if self.budget is not None:
+                        state.phase = "waiting for the budget"
+                        hold = await self.budget.reserve(request)
+                        if hold is None:
+                            raise BudgetExhausted(self.budget.exhausted_message())
+                    parsed = await self._complete(request, state)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                raise self._deadline_passed(state) from None
+            return scrub_output(self._result(record, request, parsed, state))
         except ChatbeamError as exc:
-            return self._error(record, request, exc, state)
+            return scrub_output(self._error(record, request, exc, state))
         except Exception as exc:  # a bug, not a record problem: still one error record, and a loud log line
             log.exception("internal error on record %s", record.id)
             internal = ChatbeamError(f"internal error: {type(exc).__name__}: {exc}", error_type="internal_error")
@@ -163,12 +192,17 @@ class ChatCaller:
             if hold is not None:
                 hold.settle(state.usage)
 
+    def _deadline_passed(self, state: _RecordState) -> RequestTimeout:
+        last = f"; the last error: {state.last_error}" if state.last_error else ""
+        return RequestTimeout(f"--record_deadline {self.config.record_deadline_s:g} s passed while {state.phase} "
+                              f"(after {state.attempts} attempts{last})")
+
     async def _complete(self, request: ChatRequest, state: _RecordState) -> ParsedCompletion:
         messages = request.messages
         for reask in range(self.config.max_reasks + 1):
             try:
                 retrying = self.policy.retrying(sleep=self._sleep, clock=self._clock, start=state.start,
-                                                on_retry=self._on_retry)
+                                                on_retry=lambda exc, seconds: self._on_retry(exc, seconds, state))
                 return await retrying(self._attempt, request, messages, state)
             except SchemaInvalid as exc:
                 self.counters.inc("parse_failures")
@@ -179,41 +213,72 @@ class ChatCaller:
                             {"role": "user", "content": REASK_TEMPLATE.format(error=exc.message)}]
         raise AssertionError("unreachable")
 
-    def _on_retry(self, exc: BaseException, seconds: float) -> None:
+    def _on_retry(self, exc: BaseException, seconds: float, state: _RecordState) -> None:
+        state.phase, state.last_error = f"backing off {seconds:.1f} s", str(exc)[:300]
         self.counters.inc("retries")
         self.counters.inc("backoff_ms", round(seconds * 1000))
         log.debug("retrying in %.2fs after %s", seconds, exc)
 
     async def _attempt(self, request: ChatRequest, messages: list[dict[str, Any]],
                        state: _RecordState) -> ParsedCompletion:
+        # A 401 is shown to the breaker only once it is final: an expired token answered by a refresh is not
+        # a permanent failure (a whole window of requests can meet one expired token together).
         try:
             return await self._send_once(request, messages, state)
         except AuthError as exc:
             # An expired/revoked token: refresh once and repeat this attempt (not counted as a retry);
             # a second 401 is final.
-            if exc.status_code != 401 or not await self.tokens.force_refresh(_rejected_token(exc)):
+            if exc.status_code != 401:
+                raise
+            if not await self.tokens.force_refresh(_rejected_token(exc)):
+                self._breaker_saw(401, request.model)
                 raise
             self.counters.inc("auth_refreshes")
+        try:
             return await self._send_once(request, messages, state)
+        except AuthError as exc:
+            if exc.status_code == 401:
+                self._breaker_saw(401, request.model)
+            raise
+
+    def _breaker_saw(self, status_code: int | None, model: str | None) -> None:
+        opened = self.breaker.opened
+        self.breaker.record(status_code, model)
+        if self.breaker.opened > opened:
+            self.counters.inc("breaker_opened")
+            log.warning("the last %d requests were all answered HTTP %s: chatbeam stops sending%s and turns the "
+                        "remaining records into retryable errors (one probe every %g s)", self.breaker.window,
+                        status_code, f" for model {model}" if status_code == 404 else "",
+                        self.breaker.probe_interval_s)
 
     async def _send_once(self, request: ChatRequest, messages: list[dict[str, Any]],
                          state: _RecordState) -> ParsedCompletion:
         est = (request.est_prompt_tokens if messages is request.messages
                else estimate_tokens(messages, request.schema, request.kwargs.get("tools")))
         waited_from = self._clock()
+        state.phase = "waiting for a limiter permit"
         permit = await self.limiter.acquire(est)
         self.counters.inc("permit_wait_ms", round((self._clock() - waited_from) * 1000))
+        refused = self.breaker.check(request.model)  # just before sending: records queued while it opened too
+        if refused is not None:
+            permit.done("error", tokens_used=0)
+            self.counters.inc("breaker_refused")
+            raise refused
         state.attempts += 1
+        state.phase = f"attempt {state.attempts} was in flight"
         self.counters.inc("attempts")
         outcome, tokens_used = "error", None
         try:
-            completion = await self._call(request, messages)
+            completion = await self._call_within_timeout(request, messages)
+            self._breaker_saw(200, request.model)
             outcome = "ok"
             usage = usage_of(getattr(completion, "usage", None))
             tokens_used = usage.total_tokens if getattr(completion, "usage", None) is not None else None
             self._count_usage(usage, state)
             self.counters.inc("status_200")
         except ChatbeamError as exc:
+            if exc.status_code != 401:  # a 401 is judged by _attempt, after the token refresh
+                self._breaker_saw(exc.status_code, request.model)
             if exc.status_code is not None:
                 self.counters.inc(f"status_{exc.status_code}")
             if exc.status_code in THROTTLE_STATUS:
@@ -222,7 +287,20 @@ class ChatCaller:
             raise
         finally:
             permit.done(outcome, tokens_used=tokens_used)
+        state.phase = "parsing the answer"
         return parse_completion(completion, schema=request.schema, thought_marker=request.thought_marker)
+
+    async def _call_within_timeout(self, request: ChatRequest, messages: list[dict[str, Any]]) -> ChatCompletion:
+        """One attempt with a total deadline: a server that trickles its body or streams forever is cut off."""
+        limit = asyncio.timeout(self.config.request_timeout)
+        try:
+            async with limit:
+                return await self._call(request, messages)
+        except TimeoutError:
+            if not limit.expired():
+                raise
+            raise RequestTimeout(f"the attempt took longer than --request_timeout {self.config.request_timeout:g} s "
+                                 "(sending to the last byte, streaming included)") from None
 
     async def _call(self, request: ChatRequest, messages: list[dict[str, Any]]) -> ChatCompletion:
         args = request.create_args(messages)

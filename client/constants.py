@@ -14,6 +14,7 @@ __all__ = [
     "INITIAL_RETRY_DELAY",
     "LOCAL_TOKEN_LIFETIME_S",
     "MAX_ERROR_MESSAGE_CHARS",
+    "MAX_RESPONSE_BYTES",
     "MAX_RETRY_AFTER",
     "REASK_TEMPLATE",
     "REQUEST_KEY_CHARS",
@@ -34,6 +35,10 @@ THROTTLE_STATUS = frozenset({429, 503})
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 # The emulator's stand-in tokens are re-minted this often (keep it below the emulator's --token_ttl_s).
 LOCAL_TOKEN_LIFETIME_S = 60.0
+
+# --max_response_bytes default: 8 MiB, ~30x Gemini's largest text answer (65,536 output tokens); up to
+# --max_concurrency answers may be in memory at once (client/http_cap.py).
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 
 # Error messages are cut to this many characters (an HTML 502 page is not a useful error message).
 MAX_ERROR_MESSAGE_CHARS = 2000

@@ -17,6 +17,7 @@
         ├── Truncated                  truncated           response  finish_reason "length"
         ├── ContentFiltered            content_filtered    response  finish_reason "content_filter" / refusal
         ├── EmptyResponse              empty_response      response  no content where a schema was asked
+        ├── ResponseTooLarge           response_too_large  response  an answer over --max_response_bytes (not read)
         └── SchemaInvalid              schema_validation   validate  output that does not match the schema
 
 Every error carries ``status_code``, Google's ``status`` (e.g. RESOURCE_EXHAUSTED), a redacted ``message``,
@@ -49,8 +50,9 @@ from client.constants import MAX_ERROR_MESSAGE_CHARS, RETRYABLE_STATUS
 __all__ = [
     "AuthError", "BadRequest", "ChatbeamError", "ConnectionFailed", "ContentFiltered", "EmptyResponse",
     "MalformedResponse", "MediaError", "NotFound", "PermanentError", "PermissionDenied", "RateLimited",
-    "RequestTimeout", "RetryableError", "SchemaInvalid", "ServerError", "StreamBroken", "Truncated",
-    "is_retryable", "map_errors", "parse_retry_after", "redact", "register_secret", "translate",
+    "RequestTimeout", "ResponseTooLarge", "RetryableError", "SchemaInvalid", "ServerError", "StreamBroken",
+    "Truncated", "is_retryable", "live_secrets", "map_errors", "parse_retry_after", "redact", "register_secret",
+    "translate",
 ]
 
 
@@ -75,6 +77,12 @@ def register_secret(value: str) -> None:
         with _SECRETS_LOCK:
             if value not in _SECRETS:
                 _SECRETS.append(value)
+
+
+def live_secrets() -> list[str]:
+    """The live credentials ``register_secret`` has seen (for scrubbing model output: client/scrub.py)."""
+    with _SECRETS_LOCK:
+        return list(_SECRETS)
 
 
 def redact(text: str) -> str:
@@ -174,6 +182,10 @@ class ContentFiltered(PermanentError):
 
 class EmptyResponse(PermanentError):
     error_type, stage = "empty_response", "response"
+
+
+class ResponseTooLarge(PermanentError):
+    error_type, stage = "response_too_large", "response"
 
 
 class SchemaInvalid(PermanentError):
