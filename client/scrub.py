@@ -2,6 +2,7 @@
 
     out = scrub_output(out)                          # a ResultRecord / ErrorRecord with known secrets replaced
     url, auth = split_userinfo("http://u:KEY@host/v1")   # ("http://host/v1", ("u", "KEY")); KEY registered
+    install_log_redaction()                          # every root log handler redacts what it writes
 
 ``client.errors.redact`` already cleans error messages and logs (patterns plus the registry of live secrets). Model
 output is different: patterns would corrupt legitimate text (an answer that explains ``Authorization: Bearer``
@@ -12,14 +13,15 @@ parsed values, alternatives, response text. The input ``record`` and ``metadata`
 
 from __future__ import annotations
 
+import logging
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import BaseModel
 
-from client.errors import live_secrets, register_secret
+from client.errors import live_secrets, redact, register_secret
 
-__all__ = ["scrub_output", "split_userinfo"]
+__all__ = ["RedactingFilter", "install_log_redaction", "scrub_output", "split_userinfo"]
 
 _KEEP = frozenset({"id", "request_key", "record", "metadata", "raw"})
 _MARK = "[REDACTED]"
@@ -76,3 +78,22 @@ def split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
     for secret in ((password, userinfo) if password else (user,)):
         register_secret(secret)
     return urlunsplit(parts._replace(netloc=host)), (user, password)
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts each record's final message (``client.errors.redact``): a library logging a URL or a header
+    (httpx logs every request URL at INFO) cannot leak a live secret through our handlers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+def install_log_redaction(logger: logging.Logger | None = None) -> None:
+    """Add a RedactingFilter to every handler of ``logger`` (default: the root logger); idempotent."""
+    for handler in (logger or logging.getLogger()).handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())

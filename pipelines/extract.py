@@ -16,50 +16,39 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
-import re
 import sys
 import time
 import uuid
 from typing import Sequence
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from client.budget import BudgetConfig
 from client.config import Target
+from client.errors import redact
 from client.journal import JournalSettings
 from client.progress import ProgressSettings
+from client.scrub import install_log_redaction
+from pipelines.exit_codes import OK, USAGE, verdict
+from pipelines.help import print_beam_help, print_help, wants_help
 from pipelines.local_emulator import EmulatorStartError, LocalEmulator
 from pipelines.nightly import normalize_argv
 from pipelines.options import EMULATOR_PROJECT, Plan, UsageError, validate
+from pipelines.reliability import check_files
+from pipelines.signals import RunInterrupted, finish_interrupted, set_resume_hint, stop_on_signals
 from pipelines.summary import build_summary, chatbeam_counters, count_input_lines, format_summary, read_json, write_json
 from transforms import CallChatCompletions, ReadPrompts, WriteErrors, WriteResults
 from transforms.checkpoint import SkipDone, done_patterns
 from transforms.dry_run import DryRun
+from transforms.files import DRY_RUN_SHARDS, remove_stale_shards
 from transforms.read import ReadReplayErrors
+from transforms.run_lock import LockHeld, RunLock
 from transforms.write import WriteJsonl
 
 __all__ = ["build_pipeline", "main", "run"]
 
 log = logging.getLogger("chatbeam")
-
-DRY_RUN_SHARDS = "-SSSSS"
-
-
-def _check_input(pattern: str, flag: str = "--input") -> None:
-    """A missing or unreadable input is a CLI error before the run, not a crash inside it."""
-    try:
-        matches = FileSystems.match([pattern])[0].metadata_list
-    except Exception as exc:  # Beam raises BeamIOError / ValueError for bad schemes and unreachable stores
-        raise UsageError(f"cannot list {flag} {pattern!r}: {exc}") from None
-    if not matches:
-        raise UsageError(f"{flag} {pattern!r} matches no files")
-    for meta in matches:
-        if "://" not in meta.path and not os.access(meta.path, os.R_OK):
-            raise UsageError(f"{flag} file {meta.path!r} is not readable")
-
 
 def build_pipeline(p: beam.Pipeline, plan: Plan, *, run_id: str = "", progress_total: int | None = None) -> None:
     """Wire the labelled steps; nothing here opens a connection."""
@@ -126,24 +115,6 @@ def _target_for_run(plan: Plan):
         yield dataclasses.replace(plan, client=dataclasses.replace(plan.client, target=target))
 
 
-_SHARD = re.compile(r"-\d{5}-of-(\d{5})\.jsonl$")
-
-
-def _remove_stale_shards(prefix: str, since: float) -> None:
-    """After a rerun into the same prefix (--resume, or any rerun) with a different shard count, the old run's
-    shards (``-SSSSS-of-MMMMM`` with another MMMMM, older than this run) would be read as part of the output."""
-    try:
-        files = FileSystems.match([f"{prefix}-?????-of-?????.jsonl"])[0].metadata_list
-    except Exception:  # noqa: BLE001 - tidying up is best effort
-        return
-    fresh = {m.group(1) for f in files if (m := _SHARD.search(f.path)) and f.last_updated_in_seconds >= since}
-    stale = [f.path for f in files if (m := _SHARD.search(f.path)) and fresh and m.group(1) not in fresh
-             and f.last_updated_in_seconds < since]
-    if stale:
-        log.info("removing %d shard(s) of an earlier run with another shard count: %s", len(stale), stale)
-        FileSystems.delete(stale)
-
-
 def _finish(result, plan: Plan, wall_s: float, started_at: float) -> dict:
     """After a run that was waited for: the summary (written beside the outputs) or, for --dry_run, the totals."""
     n = plan.nightly
@@ -153,20 +124,33 @@ def _finish(result, plan: Plan, wall_s: float, started_at: float) -> dict:
                 "unsendable": chatbeam_counters(result).get("errors_written", 0)}
     for prefix in (plan.output, plan.errors):
         if prefix:
-            _remove_stale_shards(prefix, started_at)
+            remove_stale_shards(prefix, started_at)
     summary = build_summary(chatbeam_counters(result), run_date=n.run_date, wall_s=wall_s,
                             prices_as_of=n.price_table.as_of)
+    summary["exit_code"], summary["failures"] = verdict(summary, plan.reliability.max_error_rate)
     if plan.output:
         write_json(f"{plan.output}-summary.json", summary)
     return summary
 
 
+def _resume_hint(plan: Plan) -> str:
+    n = plan.nightly
+    if n.dry_run:
+        return "the dry run sends nothing: rerun it to get its estimates"
+    if n.checkpoint_dir:
+        return (f"the outputs completed so far are in the journal {n.checkpoint_dir}: rerun the same command with "
+                "--resume to finish (only the rest is sent)")
+    return "no journal was kept (--no_checkpoint): rerunning the same command does the whole run again"
+
+
 def run(argv: Sequence[str] | None = None, *, wait: bool = True):
-    """Run the job; returns the Beam PipelineResult. Raises UsageError for a bad command line.
+    """Run the job; returns the Beam PipelineResult. Raises UsageError for a bad command line (or paths that
+    collide, or output prefixes locked by another run), RunInterrupted when a signal stops it (see main()).
 
     With ``wait`` (the default) it waits for the run to end, writes ``{output}-summary.json`` and sets
     ``result.summary`` (a dict; for ``--dry_run`` the estimate totals) and ``result.summary_path``.
-    ``wait=False`` only submits (a Flex Template launcher must exit after submitting: dataflow/launch.py).
+    ``wait=False`` only submits (a Flex Template launcher must exit after submitting: dataflow/launch.py); it
+    takes no lock, since the run goes on after this process.
     """
     try:
         argv = normalize_argv(list(argv) if argv is not None else sys.argv[1:])
@@ -174,17 +158,25 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True):
         raise UsageError(str(exc)) from None
     options = PipelineOptions(argv)
     plan = validate(options)
+    try:
+        check_files(plan)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     n = plan.nightly
-    if n.replay_errors:
-        _check_input(n.replay_errors, "--replay_errors")
-    elif plan.input:
-        _check_input(plan.input)
     total = count_input_lines(plan.input) if plan.input and wait and n.progress_interval_s > 0 else None
+    run_id = uuid.uuid4().hex
+    lock = RunLock([plan.output, plan.errors] if wait else [], run_id=run_id, force=plan.reliability.force,
+                   gcs_client=lambda: _storage_client(options))
+    try:
+        lock.acquire()
+    except LockHeld as exc:
+        raise UsageError(str(exc)) from None
+    set_resume_hint(_resume_hint(plan))
     started_at, started = time.time() - 1.0, time.monotonic()  # 1 s of slack for coarse file mtimes
-    with _target_for_run(plan) as plan:
+    with lock, _target_for_run(plan) as plan:
         p = beam.Pipeline(options=options)
         try:
-            build_pipeline(p, plan, run_id=uuid.uuid4().hex, progress_total=total)
+            build_pipeline(p, plan, run_id=run_id, progress_total=total)
         except ValueError as exc:
             if not plan.bigquery.reads:
                 raise
@@ -194,10 +186,16 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True):
         if not wait:
             return result
         result.wait_until_finish()
-    result.summary = _finish(result, plan, time.monotonic() - started, started_at)
+        result.summary = _finish(result, plan, time.monotonic() - started, started_at)
     result.summary_path = (f"{plan.output}-dry-run-summary.json" if n.dry_run
                            else f"{plan.output}-summary.json" if plan.output else None)
     return result
+
+
+def _storage_client(options: PipelineOptions):
+    from apache_beam.io.gcp.gcsio import create_storage_client  # only for a gs:// lock
+
+    return create_storage_client(options)
 
 
 def _format_dry_run(t: dict) -> str:
@@ -212,19 +210,30 @@ def _format_dry_run(t: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
+    """The ``chatbeam`` command; returns the exit code (pipelines/exit_codes.py, README "Reliability")."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    asked = wants_help(argv)
+    if asked:
+        (print_beam_help if asked == "beam" else print_help)()
+        return OK
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
-    try:
-        result = run(sys.argv[1:] if argv is None else argv, wait=wait)
-    except (UsageError, EmulatorStartError) as exc:
-        print(f"chatbeam: error: {exc}", file=sys.stderr)
-        return 2
+    install_log_redaction()
+    with stop_on_signals():
+        try:
+            result = run(argv, wait=wait)
+        except (UsageError, EmulatorStartError) as exc:
+            print(f"chatbeam: error: {redact(str(exc))}", file=sys.stderr)
+            return USAGE
+        except RunInterrupted as stop:
+            return finish_interrupted(stop)
     summary = getattr(result, "summary", None)
-    if summary is not None:
-        print(_format_dry_run(summary) if summary.get("dry_run") else format_summary(summary))
-        if result.summary_path:
-            print(f"  summary   {result.summary_path}")
-    return 0
+    if summary is None:
+        return OK
+    print(_format_dry_run(summary) if summary.get("dry_run") else format_summary(summary))
+    if result.summary_path:
+        print(f"  summary   {result.summary_path}")
+    return summary.get("exit_code", OK)
 
 
 if __name__ == "__main__":

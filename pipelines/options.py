@@ -11,12 +11,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass
 
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from client.config import ClientConfig, Target
+from client.scrub import split_userinfo
 from pipelines.nightly import NightlyPlan, add_nightly_arguments, parse_run_date, validate_nightly, with_run_date
+from pipelines.reliability import ReliabilityPlan, add_reliability_arguments, check_numbers, check_paths
 from schemas.records import DEFAULT_MAX_RECORD_BYTES
 from schemas.registry import UnknownSchema, resolve_schema
 from transforms.bigquery import BigQueryIO, add_bigquery_arguments
@@ -79,12 +82,15 @@ class ChatbeamOptions(PipelineOptions):
         limits.add_argument("--no_adaptive_throttling", action="store_true",
                             help="turn off AIMD (cut concurrency on 429/503, grow it on success)")
         limits.add_argument("--max_attempts", type=int, default=6, help="attempts per request (default 6)")
-        limits.add_argument("--request_timeout", type=float, default=120.0, help="seconds per attempt (default 120)")
+        limits.add_argument("--request_timeout", type=float, default=120.0,
+                            help="seconds per attempt in total, sending to the last byte (default 120)")
         limits.add_argument("--record_deadline", type=float, default=900.0,
-                            help="seconds per record, retries included (default 900)")
+                            help="seconds per record, everything included: waits, attempts, backoff, re-asks "
+                                 "(default 900)")
         limits.add_argument("--max_reasks", type=int, default=1,
                             help="re-ask turns after a schema-invalid answer (default 1)")
 
+        add_reliability_arguments(parser)
         add_nightly_arguments(parser)
         add_bigquery_arguments(parser)
 
@@ -104,6 +110,7 @@ class Plan:
     vertex_location: str = "us-central1"
     nightly: NightlyPlan = NightlyPlan()  # run date, resume, replay, dry run, budget (pipelines/nightly.py)
     bigquery: BigQueryIO = BigQueryIO()  # tables and queries (transforms/bigquery.py)
+    reliability: ReliabilityPlan = ReliabilityPlan()  # --max_error_rate, --force (pipelines/reliability.py)
 
 
 def _targets_given(o: ChatbeamOptions) -> list[str]:
@@ -123,6 +130,15 @@ def _targets_given(o: ChatbeamOptions) -> list[str]:
     return given
 
 
+def _unset_key_env(name: str) -> str:
+    # The value is echoed only when it looks like a variable name: a user who passed the key itself by mistake
+    # must not see it printed (or logged by a scheduler).
+    if re.fullmatch(r"[A-Z_][A-Z0-9_]{0,63}", name):
+        return f"--api_key_env names {name}, but that environment variable is not set"
+    return ("--api_key_env must be the NAME of an environment variable holding the key (e.g. MY_API_KEY), not the "
+            "key itself; the value given is not a set variable (not shown)")
+
+
 def _target(o: ChatbeamOptions, project: str | None) -> Target | None:
     given = _targets_given(o)
     if len(given) > 1:
@@ -140,7 +156,8 @@ def _target(o: ChatbeamOptions, project: str | None) -> Target | None:
                               root=o.emulator_url, auth="local_tokens")
     if kind == "--base_url":
         if o.api_key_env and not os.environ.get(o.api_key_env):
-            raise UsageError(f"--api_key_env names {o.api_key_env}, but that environment variable is not set")
+            raise UsageError(_unset_key_env(o.api_key_env))
+        split_userinfo(o.base_url)  # a password in the URL becomes a live secret: redacted from this process's logs
         return Target.openai_compatible(o.base_url, o.api_key_env)
     if kind == "--endpoint_url":
         return Target.dedicated(o.endpoint_url)
@@ -199,12 +216,11 @@ def validate(options: PipelineOptions) -> Plan:
         output = with_run_date(o.output, run_date)
         errors = with_run_date(o.errors, run_date) or (f"{output}_errors" if output and not bq.errors_table else None)
         nightly = validate_nightly(o, output=output, errors=errors)
+        reliability = check_numbers(o)
+        check_paths(input=with_run_date(o.input, run_date), output=output, errors=errors,
+                    checkpoint_dir=nightly.checkpoint_dir, replay=nightly.replay_errors)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if output and errors and errors.startswith(f"{output}-"):
-        # Beam's file sink deletes "{output}-*-of-NNNNN.jsonl" before it writes: that glob would match the errors.
-        raise UsageError(f"--errors {errors!r} starts with '--output-': the results sink would delete the error "
-                         f"files; use e.g. {output}_errors or another directory")
     # In table names {run_date} is YYYYMMDD, BigQuery's date-sharded convention (Beam's table references allow no
     # dashes); in a query it stays YYYY-MM-DD, fit for a DATE literal.
     compact = run_date.replace("-", "")
@@ -247,8 +263,9 @@ def validate(options: PipelineOptions) -> Plan:
         max_reasks=o.max_reasks, max_concurrency=o.max_concurrency, rpm=o.rpm, tpm=o.tpm,
         adaptive=not o.no_adaptive_throttling,
         media_root=os.path.realpath(o.media_root) if o.media_root else None,
+        max_response_bytes=o.max_response_bytes,
     )
     return Plan(input=with_run_date(o.input, run_date) or "", output=output, errors=errors,
                 num_shards=o.num_shards, max_record_bytes=o.max_record_bytes, client=client, emulator=o.emulator,
                 emulator_args=o.emulator_args, vertex_location=o.vertex_location, nightly=nightly,
-                bigquery=bq)
+                bigquery=bq, reliability=reliability)

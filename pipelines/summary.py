@@ -76,6 +76,8 @@ def build_summary(counters: Mapping[str, int], *, run_date: str, wall_s: float, 
         "status_429": c("status_429"),
         "throttled_seconds": c("cumulativeThrottlingSeconds"),
         "checkpoint_write_failures": c("checkpoint_write_failures"),  # > 0: a resume would redo those records
+        "breaker_opened": c("breaker_opened"),  # times the circuit breaker opened (client/breaker.py)
+        "breaker_refused": c("breaker_refused"),  # records it turned into errors without sending them
         "wall_seconds": round(wall_s, 3),
         "records_per_second": round(read / wall_s, 2) if wall_s > 0 else None,
     }
@@ -95,6 +97,12 @@ def format_summary(s: Mapping[str, Any]) -> str:
     ]
     if s.get("resumed"):
         lines.append(f"  resumed   {s['resumed']:,} records already done (not called again)")
+    if s.get("replay_skipped"):
+        lines.append(f"  replay    {s['replay_skipped']:,} permanent errors of the replayed files skipped (a rerun "
+                     "would fail them again; they stay in the earlier run's errors)")
+    if s.get("breaker_refused"):
+        lines.append(f"  breaker   {s['breaker_refused']:,} records not sent: every recent request failed the same "
+                     "way (retryable: --replay_errors after the fix)")
     lines += [
         f"  tokens    prompt {t['prompt']:,}, completion {t['completion']:,}, reasoning {t['reasoning']:,}, "
         f"cached {t['cached']:,}" + (f" ({s['completion_tokens_per_result']:g} completion tokens per result)"
@@ -104,6 +112,8 @@ def format_summary(s: Mapping[str, Any]) -> str:
         f"  requests  {s['http_requests']:,} HTTP requests for {s['records_called']:,} records, "
         f"{s['retries']:,} retries, {s['status_429']:,} answered 429, throttled {s['throttled_seconds']:,} s",
     ]
+    for reason in s.get("failures") or ():
+        lines.append(f"  FAILED    {reason}")
     if s.get("checkpoint_write_failures"):
         lines.append(f"  WARNING   {s['checkpoint_write_failures']:,} checkpoint files could not be written "
                      "(the outputs are complete; a --resume would redo those records)")

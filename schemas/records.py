@@ -250,6 +250,9 @@ def parse_row(obj: Any, *, raw: str | None = None) -> InputRecord | ErrorRecord:
     return record
 
 
+_ID_SCAN_CHARS = 512  # an id is looked for at the start of a line that could not be read whole
+
+
 def _id_of_broken_line(text: str) -> str | None:
     found = _ID_IN_BROKEN_LINE.match(text)
     if not found:
@@ -269,14 +272,17 @@ def parse_line(line: str | bytes, *, max_record_bytes: int = DEFAULT_MAX_RECORD_
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError as exc:
-            return read_error("invalid_encoding", f"line is not UTF-8: {exc}", raw=line.decode("utf-8", "replace"))
+            readable = line.decode("utf-8", "replace")
+            found = _id_of_broken_line(readable[:_ID_SCAN_CHARS])
+            return read_error("invalid_encoding", f"line is not UTF-8: {exc}", raw=readable,
+                              record_id=found if found and "\ufffd" not in found else None)
         text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark on the first line is not part of the JSON
     else:
         text = line
         size = len(text.encode("utf-8", "replace"))
     if size > max_record_bytes:
         return read_error("record_too_large", f"record is {size} bytes; the limit is {max_record_bytes} "
-                          "(--max_record_bytes)", raw=text)
+                          "(--max_record_bytes)", raw=text, record_id=_id_of_broken_line(text[:_ID_SCAN_CHARS]))
     try:
         obj = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:

@@ -81,6 +81,70 @@ def _has_ref_cycle(schema: dict[str, Any]) -> bool:
     return any(reaches(name, name, {name}) for name in defs)
 
 
+def _ref_problem(schema: dict[str, Any]) -> str | None:
+    """Why the schema's ``$ref``s cannot be sent, or None: a ref that is not local (``#...``), one that points at
+    nothing, or any recursion (``"$ref": "#"``, a definition reaching itself). Gemini accepts none of them, and
+    each would otherwise cost one 400 per record.
+
+    Recursion test: a ref at location L pointing at T expands T's subtree, which holds the refs located under T;
+    the schema is finite iff this ref -> ref graph has no cycle (a ref inside its own target is a cycle of one).
+    """
+    refs: list[tuple[str, str]] = []  # (location, target) as JSON pointers "#/a/b"
+
+    def collect(node: Any, at: str) -> None:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if ref is not None:
+                refs.append((at, ref))
+            for key, value in node.items():
+                collect(value, f"{at}/{str(key).replace('~', '~0').replace('/', '~1')}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                collect(value, f"{at}/{i}")
+
+    collect(schema, "#")
+    for _at, target in refs:
+        if not isinstance(target, str) or not (target == "#" or target.startswith("#/")):
+            return f"$ref {target!r} is not a local reference ('#/$defs/...'); only local refs are supported"
+        if _resolve_pointer(schema, target) is _MISSING_REF:
+            return f"$ref {target!r} points at nothing in the schema"
+
+    def inside(location: str, target: str) -> bool:
+        return location == target or location.startswith(target.rstrip("/") + "/")
+
+    edges = {i: [j for j, (loc, _) in enumerate(refs) if inside(loc, refs[i][1])] for i in range(len(refs))}
+    state: dict[int, int] = {}  # 1 visiting, 2 done
+
+    def cycle_from(i: int) -> bool:
+        state[i] = 1
+        for j in edges[i]:
+            if state.get(j) == 1 or (state.get(j) is None and cycle_from(j)):
+                return True
+        state[i] = 2
+        return False
+
+    for i in range(len(refs)):
+        if state.get(i) is None and cycle_from(i):
+            return f"$ref {refs[i][1]!r} makes the schema recursive; Gemini does not support recursive schemas"
+    return None
+
+
+_MISSING_REF = object()
+
+
+def _resolve_pointer(schema: Any, pointer: str) -> Any:
+    node = schema
+    for part in pointer[2:].split("/") if pointer != "#" else []:
+        part = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return _MISSING_REF
+    return node
+
+
 class OutputSchema:
     """A structured-output schema: what to send as ``response_format`` and how to validate the answer."""
 
@@ -161,5 +225,8 @@ def _from_file(path: str) -> OutputSchema:
         raise UnknownSchema(f"{path!r} is not a valid JSON schema: {exc.message}") from None
     if _has_ref_cycle(schema):
         raise UnknownSchema(f"{path!r} is recursive; Gemini does not support recursive schemas")
+    problem = _ref_problem(schema)
+    if problem:
+        raise UnknownSchema(f"{path!r}: {problem}")
     name = schema.get("title") or Path(path).stem
     return OutputSchema(str(name), schema)

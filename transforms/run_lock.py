@@ -234,6 +234,9 @@ class RunLock:
         return _BestEffortLock(path)
 
     def acquire(self) -> "RunLock":
+        """Take every lock (idempotent); raises LockHeld naming the holder of the first one held elsewhere."""
+        if self._locks:
+            return self
         try:
             for path in self.paths:
                 lock = self._lock_for(path)
