@@ -7,14 +7,16 @@
             return finish_interrupted(stop)         # flush, stop children, print stop.line(); 130 or 143
 
 A signal raises ``RunInterrupted`` in the main thread, wherever it is (inside Beam's runner, usually), so every
-``with``/``finally`` on the way out runs: the ``--emulator`` child is terminated, the run lock released. Then the
-checkpoint journal buffers of this process are flushed (``client.journal.flush_all``) and any child process still
-alive (Beam's multi-process workers) gets SIGINT — Python workers then exit through their own ``atexit`` journal
-flush — and SIGKILL after ``CHILD_GRACE_S``. No traceback: one line saying how to ``--resume``.
+``with``/``finally`` on the way out runs: the ``--emulator`` child is terminated, the run lock released, and Beam
+closes its worker processes (``--direct_running_mode multi_processing``) by closing their control channel, so they
+exit normally and flush their own journals (``client.journal.flush_all`` runs at interpreter exit). Then this
+process's journal buffers are flushed, any child still alive gets SIGTERM and, ``CHILD_GRACE_S`` later, SIGKILL,
+and one line says how to ``--resume``. No traceback: Beam's log records of the unwinding and the threads it leaves
+failing are silenced once a stop has begun.
 
-SIGTERM is also forwarded (as SIGINT) to the children at once, since unlike a terminal's Ctrl-C it reached only
-this process. A second signal, or an unwinding that takes longer than ``GRACE_S`` (a runner that waits on a worker
-forever), ends the process at once the same way: flush, children killed, the line, ``os._exit``.
+A second signal, or an unwinding that takes longer than ``GRACE_S`` (a runner that waits on a worker forever), ends
+the process at once the same way: flush, children killed, the line, ``os._exit``. A terminal's Ctrl-C also reaches
+the children directly (they share the process group); Python workers then print their own KeyboardInterrupt.
 
 Process discovery reads ``/proc`` (Linux; elsewhere no children are found and Beam's own cleanup is all there is).
 """
@@ -22,11 +24,13 @@ Process discovery reads ``/proc`` (Linux; elsewhere no children are found and Be
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
 import threading
 import time
+import warnings
 from typing import Iterator
 
 from client.journal import flush_all
@@ -47,15 +51,35 @@ def set_resume_hint(hint: str) -> None:
 
 class RunInterrupted(BaseException):
     """The run was stopped by a signal. A BaseException, like KeyboardInterrupt, so no ``except Exception`` on the
-    way out swallows it."""
+    way out swallows it. Beam re-raises exceptions from a DoFn as ``type(exc)(message + " [while running ...]")``,
+    so it is also built from such a message (the signal is read back from it)."""
 
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-        self.exit_code = 128 + signum
+    def __init__(self, what: int | str) -> None:
+        if isinstance(what, int):
+            signum, text = what, f"stopped by {_NAMES.get(what, what)}"
+        else:
+            signum = next((sig for sig, name in _NAMES.items() if f"stopped by {name}" in what), signal.SIGTERM)
+            text = what
+        super().__init__(text)
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum
 
     def line(self) -> str:
         return f"chatbeam: stopped by {_NAMES.get(self.signum, self.signum)}; {_HINT[0]}"
+
+
+class _QuietInterrupt(logging.Filter):
+    """Drops the log records of an interrupted run's unwinding: Beam logs each exception it re-raises, with its
+    traceback, and relays its workers' complaints as they are shut down. The one line of ``finish_interrupted`` is
+    what the user sees."""
+
+    stopping = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, RunInterrupted) or "RunInterrupted" in str(record.msg):
+            return False
+        return not (self.stopping and record.name.startswith("apache_beam"))
 
 
 def descendants(pid: int | None = None) -> list[int]:
@@ -92,11 +116,11 @@ def _signal_all(pids: list[int], signum: int) -> None:
 
 
 def stop_children(grace_s: float = CHILD_GRACE_S) -> None:
-    """SIGINT to every descendant, then SIGKILL to those still alive after ``grace_s``."""
+    """SIGTERM to every descendant, then SIGKILL to those still alive after ``grace_s``."""
     pids = descendants()
     if not pids:
         return
-    _signal_all(pids, signal.SIGINT)
+    _signal_all(pids, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline and descendants():
         time.sleep(0.05)
@@ -107,6 +131,9 @@ def finish_interrupted(stop: RunInterrupted, *, grace_s: float = CHILD_GRACE_S) 
     """After the unwinding: flush this process's journals, stop the children, print the line; the exit code."""
     flush_all()
     stop_children(grace_s)
+    # Work cut off mid-flight (a connection attempt of the HTTP pool) is torn down at exit; its "never awaited"
+    # warnings would bury the one line that matters.
+    warnings.simplefilter("ignore", RuntimeWarning)
     print(stop.line(), file=sys.stderr, flush=True)
     return stop.exit_code
 
@@ -120,6 +147,10 @@ def _hard_exit(stop: RunInterrupted, why: str) -> None:
         os._exit(stop.exit_code)
 
 
+def _quiet_threads(args: threading.ExceptHookArgs) -> None:
+    pass
+
+
 @contextlib.contextmanager
 def stop_on_signals(grace_s: float = GRACE_S) -> Iterator[None]:
     """While inside: SIGINT/SIGTERM raise RunInterrupted in the main thread (see the module docstring). Only in the
@@ -128,22 +159,29 @@ def stop_on_signals(grace_s: float = GRACE_S) -> Iterator[None]:
         yield
         return
     first: list[RunInterrupted] = []
+    quiet = _QuietInterrupt()
 
     def handler(signum: int, frame: object) -> None:
         if first:
             _hard_exit(first[0], "a second signal: stopped at once")
         stop = RunInterrupted(signum)
         first.append(stop)
-        if signum == signal.SIGTERM:
-            _signal_all(descendants(), signal.SIGINT)
+        threading.excepthook = _quiet_threads  # Beam's worker threads fail as their workers go: consequences
+        quiet.stopping = True
         timer = threading.Timer(grace_s, _hard_exit, (stop, f"still stopping after {grace_s:g} s: stopped at once"))
         timer.daemon = True
         timer.start()
         raise stop
 
     previous = {sig: signal.signal(sig, handler) for sig in _NAMES}
+    handlers = logging.getLogger().handlers
+    for log_handler in handlers:
+        log_handler.addFilter(quiet)
     try:
         yield
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+        if not quiet.stopping:  # after a stop, Beam's teardown at interpreter exit stays quiet too
+            for log_handler in handlers:
+                log_handler.removeFilter(quiet)
