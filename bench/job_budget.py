@@ -70,7 +70,8 @@ def main() -> int:
     parser.add_argument("--latency_ms", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--extra", default="", help="more chatbeam flags")
-    parser.add_argument("--repo", default=str(ROOT), help="the chatbeam checkout to run (e.g. an older one, to compare)")
+    parser.add_argument("--repo", default=str(ROOT),
+                        help="the chatbeam checkout to run (e.g. an older one, to compare)")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="chatbeam-job-budget-") as tmp, \

@@ -99,6 +99,7 @@ class JobShare:
         self._members: dict[str, dict[str, Any]] = {}
         self.active_members = 1
         self.shares: tuple[float | None, float | None] = (settings.rpm, settings.tpm)
+        self.applied: tuple[float | None, float | None] | None = None  # what the limiter was last set to
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -195,14 +196,14 @@ class JobShare:
             others = sum(1 for o, m in self._members.items() if o != self.ledger.owner and m.get("active"))
         self.active_members = others + 1
         shares = (rpm / self.active_members if rpm else None, tpm / self.active_members if tpm else None)
-        if shares != self.shares or self._limiter is not None:
-            self.shares = shares
-            limiter, loop = self._limiter, self._loop
-            if limiter is not None and limiter.rates != shares:
-                if loop is not None and loop.is_running():
-                    loop.call_soon_threadsafe(lambda: limiter.set_rates(rpm=shares[0], tpm=shares[1]))
-                else:
-                    limiter.set_rates(rpm=shares[0], tpm=shares[1])
+        limiter, loop = self._limiter, self._loop
+        if limiter is None or shares == self.applied:
+            return
+        self.shares = self.applied = shares
+        if loop is not None and loop.is_running():
+            loop.call_soon_threadsafe(lambda: limiter.set_rates(rpm=shares[0], tpm=shares[1]))
+        else:
+            limiter.set_rates(rpm=shares[0], tpm=shares[1])
 
     def _return_if_idle(self, now: float) -> None:
         budget = self.budget

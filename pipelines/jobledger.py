@@ -29,7 +29,8 @@ from client.ledger_store import LedgerUnavailable, check_store, open_store
 __all__ = ["add_ledger_arguments", "ledger_summary", "prepare_ledger"]
 
 JOB_OBJECT = "job.json"
-_LOCAL_RUNNERS = (None, "DirectRunner", "direct", "BundleBasedDirectRunner", "SwitchingDirectRunner")
+_LOCAL_RUNNERS = (None, "DirectRunner", "direct", "BundleBasedDirectRunner", "SwitchingDirectRunner", "PrismRunner",
+                  "prism")
 
 
 def add_ledger_arguments(parser: argparse.ArgumentParser) -> None:

@@ -7,8 +7,9 @@ arrive and emitted as each completes; ``finish_bundle`` waits for the rest of th
 
 Nightly-run options (all optional, all Beam-free objects from ``client/``): a ``BudgetConfig`` (one Budget per
 worker process and run, consulted by the caller), ``JobShareSettings`` (the job ledger: with it the budget and
-``--rpm``/``--tpm`` hold for the whole job — client/jobshare.py), ``JournalSettings`` (completed outputs also go to the
-checkpoint journal, flushed at least at every bundle's end) and ``ProgressSettings`` (a progress line per process).
+``--rpm``/``--tpm`` hold for the whole job — client/jobshare.py), ``JournalSettings`` (completed outputs also go to
+the checkpoint journal, flushed at least at every bundle's end) and ``ProgressSettings`` (a progress line per
+process).
 """
 
 from __future__ import annotations

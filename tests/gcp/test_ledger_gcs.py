@@ -75,9 +75,10 @@ def _client_for(storage, url: str):
 @pytest.mark.e2e
 def test_separate_jobs_share_a_gs_ledger_and_reclaim_a_killed_ones_lease(gcp_env, gcs_emulator, gcs_client,
                                                                           tmp_path):
-    """Three chatbeam processes (separate command lines, one --job_ledger gs://...) share --max_total_tokens; one is
-    killed (SIGKILL) once it holds a lease. The others reclaim its unused lease after --ledger_dead_after_s, and the
-    emulator bills within 5 % of the cap, at least 80 % of it."""
+    """Three chatbeam processes (separate command lines, one --job_ledger gs://...) share --max_total_tokens and
+    --rpm; one is killed (SIGKILL) once it holds a lease. The others reclaim its unused lease after
+    --ledger_dead_after_s, and the emulator bills within 5 % of the cap, at least 80 % of it. (The job-wide --rpm
+    makes the cap last ~20 s, well past the reclaim, however fast the machine.)"""
     from emulator import EmulatorConfig, FaultConfig, serve_in_thread
 
     cap, per_job = 12_000, 400
@@ -92,7 +93,7 @@ def test_separate_jobs_share_a_gs_ledger_and_reclaim_a_killed_ones_lease(gcp_env
             cmd = [sys.executable, "-m", "pipelines.extract", "--input", str(src),
                    "--output", str(tmp_path / f"out{j}" / "results"), "--errors", str(tmp_path / f"out{j}" / "errors"),
                    "--emulator_url", emu.url, "--progress_interval_s", "0", "--max_concurrency", "2",
-                   "--max_total_tokens", str(cap), "--job_ledger", ledger,
+                   "--max_total_tokens", str(cap), "--rpm", "600", "--job_ledger", ledger,
                    "--ledger_heartbeat_s", "1", "--ledger_dead_after_s", "4"]
             procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                           env={**os.environ, **gcp_env, "PYTHONPATH": str(ROOT)}))
@@ -107,7 +108,7 @@ def test_separate_jobs_share_a_gs_ledger_and_reclaim_a_killed_ones_lease(gcp_env
     billed = tokens["prompt"] + tokens["completion"]
     assert 0.80 * cap <= billed <= 1.05 * cap, billed
     report = read_report(GcsStore(ledger), {"tokens": cap})
-    assert report.reclaims == 1 and report.processes == 3
+    assert report.reclaims == 1 and report.processes >= 2  # a process started late may find the cap spent
     for j in (1, 2):  # the survivors: every record in exactly one output
         out = tmp_path / f"out{j}"
         seen = sorted(r["id"] for r in read_jsonl(str(out / "results")) + read_jsonl(str(out / "errors")))
