@@ -199,11 +199,15 @@ class Budget:
             await waiter
 
     async def _lease(self, need: dict[str, int], want: dict[str, int], committed: dict[str, int]) -> bool:
-        """Ask the ledger for more allowance (blocking I/O, so on a worker thread); False if it failed."""
+        """Ask the ledger for more allowance (blocking I/O, so on a worker thread); False if it failed. Shielded:
+        a record cancelled meanwhile (say, by its deadline) does not lose the lease or leave others waiting."""
+        work = asyncio.get_running_loop().run_in_executor(None, self._lease_now, need, want, committed)
+        return await asyncio.shield(work)
+
+    def _lease_now(self, need: dict[str, int], want: dict[str, int], committed: dict[str, int]) -> bool:
         granted, error = None, None
         try:
-            granted = await asyncio.get_running_loop().run_in_executor(
-                None, self._source.grant, need, want, committed)
+            granted = self._source.grant(need, want, committed)
         except Exception as exc:  # noqa: BLE001 - an unreachable ledger refuses records; it must not crash them
             error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
             log.warning("the job ledger could not be reached: %s", error)
@@ -215,10 +219,11 @@ class Budget:
                     if d in self.allowance:
                         self.allowance[d] += int(v)
                 self._last_lease = dict(granted)
-                self.counters.inc("budget_leases")
             elif error is None:
                 self._ledger_dry = True
             waiters, self._waiters = self._waiters, []
+        if granted:
+            self.counters.inc("budget_leases")
         for loop, waiter in waiters:
             loop.call_soon_threadsafe(_wake, waiter)
         return error is None

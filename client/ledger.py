@@ -258,7 +258,7 @@ class LedgerReport:
     leases: int
     returns: int
     reclaims: int
-    processes: int
+    processes: int  # every worker process that joined (wrote a heartbeat), with or without a lease
 
     def as_dict(self) -> dict[str, Any]:
         return {"ledger": self.url, "leases": self.leases, "returns": self.returns, "reclaims": self.reclaims,
@@ -272,4 +272,4 @@ def read_report(store: LedgerStore, caps: Mapping[str, int]) -> LedgerReport:
     return LedgerReport(url=store.url, caps=dict(reader.caps), granted=dict(reader.granted),
                         returned=dict(reader.returned), leases=reader.counts.get("grant", 0),
                         returns=reader.counts.get("return", 0), reclaims=reader.counts.get("reclaim", 0),
-                        processes=sum(1 for s in reader.owners.values() if s.leases))
+                        processes=len(reader.members()))

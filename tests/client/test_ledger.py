@@ -258,3 +258,31 @@ def test_budgets_of_four_processes_share_one_cap_and_use_it(tmp_path):
     assert spent <= 3_000 and spent >= 0.8 * 3_000, spent
     assert admitted == spent // 15 and all(b.exhausted for b in budgets)
     assert "for the whole job" in budgets[0].exhausted_message()
+
+
+def test_a_record_cancelled_while_its_process_leases_loses_no_lease_and_blocks_nobody():
+    """A record deadline may cancel a reserve() that is waiting on the ledger; the lease still arrives."""
+    release, calls = threading.Event(), []
+
+    class SlowLedger:
+        def grant(self, need, want, committed):
+            calls.append(dict(want))
+            release.wait(30)
+            return dict(want)
+
+    budget = Budget(PRICES, max_total_tokens=10_000, output_tokens=5, lease_source=SlowLedger())
+    request = build_request(InputRecord(prompt="one two three"), CONFIG)
+
+    async def main():
+        first = asyncio.ensure_future(budget.reserve(request))
+        while not calls:
+            await asyncio.sleep(0)
+        second = asyncio.ensure_future(budget.reserve(request))  # waits for the lease in progress
+        await asyncio.sleep(0)
+        first.cancel()
+        release.set()
+        return first, await asyncio.wait_for(second, 30)
+
+    first, hold = asyncio.run(main())
+    assert first.cancelled() and hold is not None
+    assert budget.allowance == {"tokens": 8 * 15} and len(calls) == 1  # one lease, credited, shared
