@@ -27,11 +27,13 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from client.budget import BudgetConfig
 from client.config import Target
 from client.errors import redact
+from client.jobshare import JobShareSettings
 from client.journal import JournalSettings
 from client.progress import ProgressSettings
 from client.scrub import install_log_redaction
 from pipelines.exit_codes import OK, USAGE, verdict
 from pipelines.help import print_beam_help, print_help, wants_help
+from pipelines.jobledger import ledger_summary, prepare_ledger
 from pipelines.local_emulator import EmulatorStartError, LocalEmulator
 from pipelines.nightly import normalize_argv
 from pipelines.options import EMULATOR_PROJECT, Plan, UsageError, validate
@@ -50,7 +52,8 @@ __all__ = ["build_pipeline", "main", "run"]
 
 log = logging.getLogger("chatbeam")
 
-def build_pipeline(p: beam.Pipeline, plan: Plan, *, run_id: str = "", progress_total: int | None = None) -> None:
+def build_pipeline(p: beam.Pipeline, plan: Plan, *, run_id: str = "", progress_total: int | None = None,
+                   jobshare: JobShareSettings | None = None) -> None:
     """Wire the labelled steps; nothing here opens a connection."""
     n = plan.nightly
     if n.replay_errors:
@@ -74,7 +77,7 @@ def build_pipeline(p: beam.Pipeline, plan: Plan, *, run_id: str = "", progress_t
         journal=(JournalSettings(n.checkpoint_dir, n.checkpoint_every, n.checkpoint_interval_s)
                  if n.checkpoint_dir else None),
         progress=ProgressSettings(progress_total, n.progress_interval_s),
-        run_id=run_id)
+        run_id=run_id, jobshare=jobshare)
     results, errors = called.results, [read.errors, called.errors]
     if resumed is not None:
         results = (called.results, resumed.results) | "AllResults" >> beam.Flatten()
@@ -115,7 +118,8 @@ def _target_for_run(plan: Plan):
         yield dataclasses.replace(plan, client=dataclasses.replace(plan.client, target=target))
 
 
-def _finish(result, plan: Plan, wall_s: float, started_at: float) -> dict:
+def _finish(result, plan: Plan, wall_s: float, started_at: float,
+            jobshare: JobShareSettings | None = None) -> dict:
     """After a run that was waited for: the summary (written beside the outputs) or, for --dry_run, the totals."""
     n = plan.nightly
     if n.dry_run:
@@ -125,8 +129,9 @@ def _finish(result, plan: Plan, wall_s: float, started_at: float) -> dict:
     for prefix in (plan.output, plan.errors):
         if prefix:
             remove_stale_shards(prefix, started_at)
-    summary = build_summary(chatbeam_counters(result), run_date=n.run_date, wall_s=wall_s,
-                            prices_as_of=n.price_table.as_of)
+    counters = chatbeam_counters(result)
+    summary = build_summary(counters, run_date=n.run_date, wall_s=wall_s, prices_as_of=n.price_table.as_of,
+                            budget=ledger_summary(jobshare, counters))
     summary["exit_code"], summary["failures"] = verdict(summary, plan.reliability.max_error_rate)
     if plan.output:
         write_json(f"{plan.output}-summary.json", summary)
@@ -172,11 +177,16 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True):
     except LockHeld as exc:
         raise UsageError(str(exc)) from None
     set_resume_hint(_resume_hint(plan))
+    try:
+        jobshare = prepare_ledger(plan, options, run_id)
+    except ValueError as exc:
+        lock.release()
+        raise UsageError(str(exc)) from None
     started_at, started = time.time() - 1.0, time.monotonic()  # 1 s of slack for coarse file mtimes
     with lock, _target_for_run(plan) as plan:
         p = beam.Pipeline(options=options)
         try:
-            build_pipeline(p, plan, run_id=run_id, progress_total=total)
+            build_pipeline(p, plan, run_id=run_id, progress_total=total, jobshare=jobshare)
         except ValueError as exc:
             if not plan.bigquery.reads:
                 raise
@@ -186,7 +196,7 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True):
         if not wait:
             return result
         result.wait_until_finish()
-        result.summary = _finish(result, plan, time.monotonic() - started, started_at)
+        result.summary = _finish(result, plan, time.monotonic() - started, started_at, jobshare)
     result.summary_path = (f"{plan.output}-dry-run-summary.json" if n.dry_run
                            else f"{plan.output}-summary.json" if plan.output else None)
     return result

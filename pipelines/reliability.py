@@ -48,7 +48,7 @@ class ReliabilityPlan:
 # Options whose value None means "not given". Ranges checked elsewhere (pipelines/nightly.py, options.validate) are
 # not repeated; NaN and infinity pass every comparison there, so every float option is checked for them here.
 _FLOATS = ("temperature", "max_error_rate", "rpm", "tpm", "request_timeout", "record_deadline",
-           "checkpoint_interval_s", "progress_interval_s", "max_cost_usd")
+           "checkpoint_interval_s", "progress_interval_s", "max_cost_usd", "ledger_heartbeat_s", "ledger_dead_after_s")
 _POSITIVE = ("rpm", "tpm", "request_timeout", "record_deadline")
 _AT_LEAST = {"num_shards": 0, "max_reasks": 0, "max_tokens": 1, "max_response_bytes": 1024}
 
