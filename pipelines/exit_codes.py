@@ -11,8 +11,9 @@ code  meaning
       be missing or partial, and a Python traceback says where
 2     refused before any work: a bad command line, paths that collide, an input that does not exist, or another
       run holding the lock of the output prefix (one line on stderr)
-3     the run finished and wrote everything, but failed: more than ``--max_error_rate`` of the records are errors,
-      or the circuit breaker stopped sending after a run of identical 401/403/404 answers
+3     the run finished and wrote everything, but failed: more than ``--max_error_rate`` of the records are errors
+      (``budget_exhausted`` ones not counted: a run stopped by its budget did what it was told), or the circuit
+      breaker stopped sending after a run of identical 401/403/404 answers
 130   stopped by SIGINT (Ctrl-C); 143: stopped by SIGTERM. The journal is flushed: ``--resume`` finishes the run
 ====  ==========================================================================================================
 """
@@ -39,6 +40,8 @@ def verdict(summary: Mapping[str, Any], max_error_rate: float) -> tuple[int, lis
         reasons.append(f"{refused:,} records were not sent because the circuit breaker opened (every recent request "
                        "answered the same 401/403/404); fix the cause and finish them with --replay_errors")
     results, errors = int(summary.get("results", 0) or 0), int(summary.get("errors", 0) or 0)
+    # Records the budget held back are not failures of the run: the cap the user set was reached (and said so).
+    errors -= int((summary.get("errors_by_type") or {}).get("budget_exhausted", 0) or 0)
     if results + errors and errors / (results + errors) > max_error_rate:
         reasons.append(f"{errors:,} of {results + errors:,} records are errors ({errors / (results + errors):.0%}), "
                        f"more than --max_error_rate {max_error_rate:g}")

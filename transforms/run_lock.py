@@ -97,8 +97,13 @@ class _LocalLock:
     def __init__(self, path: str) -> None:
         self.path = path
         self._fd: int | None = None
+        self._made: list[str] = []  # directories created for the lock, deepest first (removed again if empty)
 
     def acquire(self, me: Holder, force: bool) -> None:
+        directory = os.path.dirname(os.path.abspath(self.path))
+        while not os.path.exists(directory):
+            self._made.append(directory)
+            directory = os.path.dirname(directory)
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         for _ in range(_TRIES):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -138,6 +143,11 @@ class _LocalLock:
             pass
         finally:
             os.close(fd)
+        for directory in self._made:  # a run refused after the lock (say, by the ledger check) leaves nothing
+            try:
+                os.rmdir(directory)
+            except OSError:
+                break
 
 
 class _GcsLock:
