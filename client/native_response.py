@@ -135,6 +135,7 @@ class OutputLine:
     response: dict[str, Any] | None = None
     error: ChatbeamError | None = None
     status: str = ""
+    seconds: float = 0.0  # the job's time from submission to its end (the result's latency)
 
 
 def parse_output_line(line: bytes | str) -> OutputLine:

@@ -154,6 +154,7 @@ class ResultRecord(BaseModel):
     latency_ms: float = 0.0
     alternatives: list[str] | None = None  # contents of choices 2..n when params.n > 1
     metadata: Any = None
+    service_tier: str | None = None  # standard, flex or priority (online), batch (a batch prediction job)
 
 
 class ErrorRecord(BaseModel):
@@ -178,6 +179,7 @@ class ErrorRecord(BaseModel):
     raw: str | None = None
     response_text: str | None = None
     metadata: Any = None
+    service_tier: str | None = None  # the tier of the last attempt; None when nothing was sent
 
 
 def unwritable(record: BaseModel) -> str | None:

@@ -8,6 +8,8 @@ arrive and emitted as each completes; ``finish_bundle`` waits for the rest of th
 Nightly-run options (all optional, all Beam-free objects from ``client/``): a ``BudgetConfig`` (one Budget per
 worker process and run, consulted by the caller), ``JournalSettings`` (completed outputs also go to the
 checkpoint journal, flushed at least at every bundle's end) and ``ProgressSettings`` (a progress line per process).
+A ``TierPlan`` (client/tiers.py) sets the service tier and, with a deadline, escalates it (one selector per
+process).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from client.errors import redact
 from client.journal import JournalSettings, JournalWriter
 from client.metrics import RunCounters
 from client.progress import PROGRESS, ProgressSettings
+from client.tiers import TierPlan, TierSelector
 from schemas.records import ErrorRecord, InputRecord, ResultRecord
 from transforms.checkpoint import write_file_atomically
 
@@ -59,12 +62,19 @@ class _ProcessState:
         self.throttled_flushed = 0.0
         self.lock = threading.Lock()
         self.budget: Budget | None = None
+        self.tiers: TierSelector | None = None
 
     def budget_for(self, config: BudgetConfig | None) -> Budget | None:
         with self.lock:
             if self.budget is None and config is not None:
                 self.budget = config.build(self.counters)
             return self.budget
+
+    def tiers_for(self, plan: TierPlan | None) -> TierSelector | None:
+        with self.lock:
+            if self.tiers is None and plan is not None:
+                self.tiers = TierSelector(plan)
+            return self.tiers
 
     @classmethod
     def for_key(cls, key: Any) -> "_ProcessState":
@@ -75,8 +85,9 @@ class _ProcessState:
 class _CallChatCompletionsFn(beam.DoFn):
     def __init__(self, config: ClientConfig, budget: BudgetConfig | None = None,
                  journal: JournalSettings | None = None, progress: ProgressSettings | None = None,
-                 run_id: str = "") -> None:
+                 run_id: str = "", tiers: TierPlan | None = None) -> None:
         self._config = config
+        self._tier_plan = tiers
         self._budget_config = budget
         self._journal_settings = journal
         self._progress = progress
@@ -94,8 +105,10 @@ class _CallChatCompletionsFn(beam.DoFn):
         self._state = _ProcessState.for_key(key)
         counters = self._state.counters
         budget = self._state.budget_for(self._budget_config)
+        tiers = self._state.tiers_for(self._tier_plan)
         self._engine = Engine.shared(
-            key, lambda limiter: ChatCaller(config, limiter=limiter, counters=counters, budget=budget), config)
+            key, lambda limiter: ChatCaller(config, limiter=limiter, counters=counters, budget=budget, tiers=tiers),
+            config)
         self._journal = (JournalWriter(self._journal_settings, write_file_atomically)
                          if self._journal_settings is not None else None)
         self._journal_failures_reported = 0
@@ -167,10 +180,10 @@ class CallChatCompletions(beam.PTransform):
 
     def __init__(self, config: ClientConfig, *, budget: BudgetConfig | None = None,
                  journal: JournalSettings | None = None, progress: ProgressSettings | None = None,
-                 run_id: str = "") -> None:
+                 run_id: str = "", tiers: TierPlan | None = None) -> None:
         super().__init__()
         self._config = config
-        self._fn_args = (budget, journal, progress, run_id)
+        self._fn_args = (budget, journal, progress, run_id, tiers)
 
     def expand(self, records):
         fn = _CallChatCompletionsFn(self._config, *self._fn_args)
