@@ -150,3 +150,12 @@ def test_an_escalating_selector_moves_later_records_up(emu):
     by_tier = emu.stats(fingerprints=False)["by_tier"]
     assert by_tier["flex"]["ok"] == 2 and by_tier["priority"]["ok"] == 2
     assert tiers.counts() == {"flex": 2, "priority": 2}
+
+
+def test_no_answers_yet_is_not_late_until_half_the_time_has_gone():
+    clock = Clock()
+    sel = selector(clock, deadline=clock.now + 100, total=50)
+    clock.now += 20  # past min_observe, but slow first answers are not a measured rate
+    assert sel.current() == "flex"
+    clock.now += 31  # half of the 100 s gone and still nothing finished
+    assert sel.current() == "standard"
