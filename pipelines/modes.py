@@ -113,7 +113,7 @@ def _batch(o: Any, *, managed: bool, temp_location: str | None, emulator: bool) 
         raise ValueError("--mode batch needs Vertex's managed Gemini endpoint (--vertex_project or --emulator): "
                          "--base_url, --endpoint_id and --endpoint_url have no batch prediction API")
     staging = o.batch_staging or (f"{temp_location.rstrip('/')}/chatbeam-batch" if temp_location else None)
-    if not staging or not staging.startswith("gs://"):
+    if not o.chatbeam_dry_run and (not staging or not staging.startswith("gs://")):  # a dry run stages nothing
         raise ValueError("--mode batch needs a gs:// staging location for the job files: give --batch_staging "
                          "gs://BUCKET/PATH or --temp_location gs://BUCKET/PATH")
     if o.batch_max_requests < 1:
@@ -124,7 +124,7 @@ def _batch(o: Any, *, managed: bool, temp_location: str | None, emulator: bool) 
     if o.deadline:
         raise ValueError("--deadline escalates online tiers; a batch job runs at its own pace (see "
                          "--batch_max_wait_s)")
-    return BatchSettings(staging=staging, max_requests=o.batch_max_requests, poll_s=poll_s,
+    return BatchSettings(staging=staging or "", max_requests=o.batch_max_requests, poll_s=poll_s,
                          max_wait_s=o.batch_max_wait_s, fallback_online=o.batch_fallback == "online")
 
 

@@ -168,3 +168,22 @@ def test_inputs_over_the_per_job_limit_are_split_into_several_jobs(quiet, tmp_pa
     assert len(results) + len(errors) == n_lines and all(r["service_tier"] == "batch" for r in results)
     assert summary["batch"]["jobs"] >= 4  # 36 lines of gemini-2.0-flash in jobs of <= 10, plus one 2.5 job
     assert quiet.stats(fingerprints=False)["batch"]["jobs_by_state"] == {"JOB_STATE_SUCCEEDED": summary["batch"]["jobs"]}
+
+
+def test_the_cli_with_emulator_runs_batch_mode(gcp_env, tmp_path):
+    """What a user types: --emulator starts the emulator (which reads and writes the job files on GCS too)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.extract", "--emulator", "--mode", "batch", "--input", str(EXAMPLES),
+         "--output", str(tmp_path / "results"), "--temp_location", "gs://chatbeam-test/tmp",
+         "--emulator_args", "--batch_queue_s 0.1 --batch_duration_s 0.5"],
+        cwd=root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results, errors = read(tmp_path / "results"), read(tmp_path / "results_errors")
+    assert len(results) == 12 and ids(errors) == ["broken-12", "broken-13"]
+    assert {r["service_tier"] for r in results} == {"batch"}
+    assert "  batch     2 job(s) (succeeded 2), 12 lines: 12 answered" in proc.stdout
+    assert "  tiers     batch 12 records" in proc.stdout

@@ -4,6 +4,7 @@ and the one-line errors (exit 2) for targets without a batch API or tier, a miss
 from __future__ import annotations
 
 import datetime
+import json
 
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -107,3 +108,20 @@ def test_deadline_needs_files_to_count():
 ])
 def test_deadline_forms(text, expected):
     assert parse_deadline(text, now=NOW) == expected.timestamp()
+
+
+def test_batch_dry_run_writes_native_lines_at_batch_prices(tmp_path):
+    from pipelines.extract import run
+
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"id": "a", "prompt": "Hi", "params": {"max_tokens": 100}}\n'
+                    '{"id": "b", "messages": [{"role": "user", "content": [{"type": "image_url", '
+                    '"image_url": "https://example.com/x.png"}]}]}\n')
+    online = run(["--input", str(path), "--output", str(tmp_path / "online"), "--emulator", "--dry_run"]).summary
+    batch = run(["--input", str(path), "--output", str(tmp_path / "batch"), "--emulator", "--dry_run",
+                 "--mode", "batch"]).summary
+    [line] = [json.loads(x) for x in (tmp_path / "batch-dry-run-00000.jsonl").read_text().splitlines()]
+    assert line["id"] == "a" and line["body"]["request"]["generationConfig"] == {"maxOutputTokens": 100}
+    assert batch["records"] == 1 and batch["unsendable"] == 1 and online["records"] == 2  # https: online only
+    online_a = json.loads((tmp_path / "online-dry-run-00000.jsonl").read_text().splitlines()[0])
+    assert line["est_cost_usd"] == pytest.approx(online_a["est_cost_usd"] / 2)
