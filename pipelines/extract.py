@@ -30,8 +30,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from client.budget import BudgetConfig
 from client.config import Target
+from client.jobshare import JobShareSettings
 from client.journal import JournalSettings
 from client.progress import ProgressSettings
+from pipelines.jobledger import ledger_summary, prepare_ledger
 from pipelines.local_emulator import EmulatorStartError, LocalEmulator
 from pipelines.nightly import normalize_argv
 from pipelines.options import EMULATOR_PROJECT, Plan, UsageError, validate
@@ -64,7 +66,8 @@ def _check_input(pattern: str, flag: str = "--input") -> None:
             raise UsageError(f"{flag} file {meta.path!r} is not readable")
 
 
-def _call_step(plan: Plan, run_id: str, progress_total: int | None) -> beam.PTransform:
+def _call_step(plan: Plan, run_id: str, progress_total: int | None,
+               jobshare: JobShareSettings | None = None) -> beam.PTransform:
     """The call step: online Chat Completions, or batch prediction jobs (whose leftovers finish online)."""
     n = plan.nightly
     online = dict(
@@ -73,7 +76,7 @@ def _call_step(plan: Plan, run_id: str, progress_total: int | None) -> beam.PTra
         journal=(JournalSettings(n.checkpoint_dir, n.checkpoint_every, n.checkpoint_interval_s)
                  if n.checkpoint_dir else None),
         progress=ProgressSettings(progress_total, n.progress_interval_s),
-        run_id=run_id,
+        run_id=run_id, jobshare=jobshare,
         tiers=dataclasses.replace(plan.tiers, total=progress_total))
     if plan.mode != "batch":
         return "CallChatCompletions" >> CallChatCompletions(plan.client, **online)
@@ -82,7 +85,8 @@ def _call_step(plan: Plan, run_id: str, progress_total: int | None) -> beam.PTra
     return "CallBatchPrediction" >> CallBatchPrediction(plan.client, settings, n.price_table, online=online)
 
 
-def build_pipeline(p: beam.Pipeline, plan: Plan, *, run_id: str = "", progress_total: int | None = None) -> None:
+def build_pipeline(p: beam.Pipeline, plan: Plan, *, run_id: str = "", progress_total: int | None = None,
+                   jobshare: JobShareSettings | None = None) -> None:
     """Wire the labelled steps; nothing here opens a connection."""
     n = plan.nightly
     if n.replay_errors:
@@ -99,7 +103,7 @@ def build_pipeline(p: beam.Pipeline, plan: Plan, *, run_id: str = "", progress_t
         resumed = records | "SkipDone" >> SkipDone(plan.client,
                                                    done_patterns(n.checkpoint_dir, plan.output, plan.errors))
         records = resumed.todo
-    called = records | _call_step(plan, run_id, progress_total)
+    called = records | _call_step(plan, run_id, progress_total, jobshare)
     results, errors = called.results, [read.errors, called.errors]
     if resumed is not None:
         results = (called.results, resumed.results) | "AllResults" >> beam.Flatten()
@@ -159,7 +163,8 @@ def _remove_stale_shards(prefix: str, since: float) -> None:
         FileSystems.delete(stale)
 
 
-def _finish(result, plan: Plan, wall_s: float, started_at: float) -> dict:
+def _finish(result, plan: Plan, wall_s: float, started_at: float,
+            jobshare: JobShareSettings | None = None) -> dict:
     """After a run that was waited for: the summary (written beside the outputs) or, for --dry_run, the totals."""
     n = plan.nightly
     if n.dry_run:
@@ -169,8 +174,9 @@ def _finish(result, plan: Plan, wall_s: float, started_at: float) -> dict:
     for prefix in (plan.output, plan.errors):
         if prefix:
             _remove_stale_shards(prefix, started_at)
-    summary = build_summary(chatbeam_counters(result), run_date=n.run_date, wall_s=wall_s,
-                            prices_as_of=n.price_table.as_of)
+    counters = chatbeam_counters(result)
+    summary = build_summary(counters, run_date=n.run_date, wall_s=wall_s, prices_as_of=n.price_table.as_of,
+                            budget=ledger_summary(jobshare, counters))
     if plan.output:
         write_json(f"{plan.output}-summary.json", summary)
     return summary
@@ -197,11 +203,16 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True):
     total = count_input_lines(plan.input) if plan.input and wait and n.progress_interval_s > 0 else None
     if plan.tiers.deadline is not None:  # the escalation projects the finish from the records left
         total = count_records(n.replay_errors or plan.input)
+    run_id = uuid.uuid4().hex
+    try:
+        jobshare = prepare_ledger(plan, options, run_id)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     started_at, started = time.time() - 1.0, time.monotonic()  # 1 s of slack for coarse file mtimes
     with _target_for_run(plan) as plan:
         p = beam.Pipeline(options=options)
         try:
-            build_pipeline(p, plan, run_id=uuid.uuid4().hex, progress_total=total)
+            build_pipeline(p, plan, run_id=run_id, progress_total=total, jobshare=jobshare)
         except ValueError as exc:
             if not plan.bigquery.reads:
                 raise
@@ -211,7 +222,7 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True):
         if not wait:
             return result
         result.wait_until_finish()
-    result.summary = _finish(result, plan, time.monotonic() - started, started_at)
+    result.summary = _finish(result, plan, time.monotonic() - started, started_at, jobshare)
     result.summary_path = (f"{plan.output}-dry-run-summary.json" if n.dry_run
                            else f"{plan.output}-summary.json" if plan.output else None)
     return result
