@@ -20,7 +20,6 @@ The steps (the work is in the Beam-free core: client/batch_run.py, client/batch_
 from __future__ import annotations
 
 import math
-import threading
 from typing import Any
 
 import apache_beam as beam
@@ -141,7 +140,6 @@ class _ResolveFn(_Counted):
                                        counters=self.counters)
         self._journal = (JournalWriter(self._journal_settings, write_file_atomically)
                          if self._journal_settings is not None else None)
-        self._lock = threading.Lock()
 
     def process(self, joined: tuple[str, dict[str, list]]):
         key, groups = joined
