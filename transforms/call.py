@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+import time
 from typing import Any
 
 import apache_beam as beam
@@ -24,7 +25,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from client.budget import Budget, BudgetConfig
-from client.caller import ChatCaller
+from client.caller import ChatCaller, utc_iso
 from client.config import ClientConfig
 from client.engine import BoundedSubmitter, Engine
 from client.errors import redact
@@ -44,7 +45,7 @@ def crash_to_error(record: InputRecord, exc: BaseException) -> ErrorRecord:
     """A bug in the core must not lose the record: it becomes a retryable error record."""
     return ErrorRecord(id=record.id, stage="request", error_type="internal_error", retryable=True,
                        message=redact(f"{type(exc).__name__}: {exc}"), record=record.to_json_dict(),
-                       metadata=record.metadata)
+                       metadata=record.metadata, finished_at=utc_iso(time.time()))
 
 
 class _ProcessState:
