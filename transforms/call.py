@@ -7,7 +7,8 @@ arrive and emitted as each completes; ``finish_bundle`` waits for the rest of th
 
 Nightly-run options (all optional, all Beam-free objects from ``client/``): a ``BudgetConfig`` (one Budget per
 worker process and run, consulted by the caller), ``JournalSettings`` (completed outputs also go to the
-checkpoint journal, flushed at least at every bundle's end) and ``ProgressSettings`` (a progress line per process).
+checkpoint journal, flushed at least at every bundle's end), ``ProgressSettings`` (a progress line per process) and
+``TelemetrySettings`` (engine samples per process for the run report and the launcher's progress line).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from client.errors import redact
 from client.journal import JournalSettings, JournalWriter
 from client.metrics import RunCounters
 from client.progress import PROGRESS, ProgressSettings
+from client.telemetry import TELEMETRY, TelemetrySettings, engine_sample
 from schemas.records import ErrorRecord, InputRecord, ResultRecord
 from transforms.checkpoint import write_file_atomically
 
@@ -76,8 +78,9 @@ class _ProcessState:
 class _CallChatCompletionsFn(beam.DoFn):
     def __init__(self, config: ClientConfig, budget: BudgetConfig | None = None,
                  journal: JournalSettings | None = None, progress: ProgressSettings | None = None,
-                 run_id: str = "") -> None:
+                 run_id: str = "", telemetry: TelemetrySettings | None = None) -> None:
         self._config = config
+        self._telemetry = telemetry
         self._budget_config = budget
         self._journal_settings = journal
         self._progress = progress
@@ -102,6 +105,10 @@ class _CallChatCompletionsFn(beam.DoFn):
         self._journal_failures_reported = 0
         if self._progress is not None:
             PROGRESS.start(self._progress)
+        if self._telemetry is not None:
+            engine = self._engine
+            TELEMETRY.start(self._telemetry, lambda: engine_sample(engine.stats(), counters.snapshot(), PROGRESS.done),
+                            write_file_atomically)
 
     def start_bundle(self) -> None:
         self._submitter = BoundedSubmitter(self._engine, max_pending=2 * self._config.max_concurrency,
@@ -128,6 +135,8 @@ class _CallChatCompletionsFn(beam.DoFn):
         if engine is not None:
             engine.release()
             self._engine = None
+            if self._telemetry is not None:
+                TELEMETRY.stop()
             if self._progress is not None:
                 PROGRESS.stop()
 
@@ -168,10 +177,10 @@ class CallChatCompletions(beam.PTransform):
 
     def __init__(self, config: ClientConfig, *, budget: BudgetConfig | None = None,
                  journal: JournalSettings | None = None, progress: ProgressSettings | None = None,
-                 run_id: str = "") -> None:
+                 run_id: str = "", telemetry: TelemetrySettings | None = None) -> None:
         super().__init__()
         self._config = config
-        self._fn_args = (budget, journal, progress, run_id)
+        self._fn_args = (budget, journal, progress, run_id, telemetry)
 
     def expand(self, records):
         fn = _CallChatCompletionsFn(self._config, *self._fn_args)
