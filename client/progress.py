@@ -251,18 +251,26 @@ class ProgressMonitor:
         now = self._clock()
         if totals is not None:
             self._totals = totals
+        elif not self._totals:  # no worker process has written a sample yet: Beam is still starting the workers
+            line = ("" if self.terminal else "chatbeam progress: ") + (
+                f"0/{self.total:,} records, starting" if self.total else "0 records, starting")
+            self._show(0, line)
+            return line
         done = int(self._totals.get("done", 0))
         self.window.add(now, done)
         shown = {k: v for k, v in self._totals.items() if k != "done"}
         line = format_line(done, self.total, self.window.rate(now), self.window.eta(now, self.total),
                            totals=shown, stalled_s=self.window.stalled_for(now),
                            prefix="" if self.terminal else "chatbeam progress: ")
+        self._show(done, line)
+        return line
+
+    def _show(self, done: int, line: str) -> None:
         if self.terminal:
             self._show_bar(done, line)
         else:
             self.lines.append(line)
             log.info(line)
-        return line
 
     def _show_bar(self, done: int, line: str) -> None:
         from tqdm import tqdm  # only a terminal needs it

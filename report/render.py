@@ -77,7 +77,9 @@ def _figure(title: str, y_label: str, **kw: Any):
     fig = figure(title=title, height=HEIGHT, sizing_mode="stretch_width", tools=TOOLS, toolbar_location="above",
                  **kw)
     fig.yaxis.axis_label = y_label
-    fig.title.text_font_size = "13px"
+    fig.title.text_font_size = "12px"
+    fig.title.text_font_style = "normal"
+    fig.toolbar.logo = None
     return fig
 
 
@@ -98,7 +100,7 @@ def _completions_chart(t: Mapping[str, Any]):
     w = t["bin_s"]
     source = ColumnDataSource({"x": _time_x(t), "results": [v / w for v in t["results"]],
                                "errors": [v / w for v in t["errors"]]})
-    fig = _figure(f"Completions per second ({w} s bins)", "records / s", x_axis_type="datetime")
+    fig = _figure(f"outputs finished per second, {w} s bins", "records / s", x_axis_type="datetime")
     fig.line("x", "results", source=source, color=COLORS["results"], line_width=2, legend_label="results")
     fig.line("x", "errors", source=source, color=COLORS["errors"], line_width=2, legend_label="errors")
     fig.add_tools(HoverTool(tooltips=[("time", "@x{%H:%M:%S}"), ("results/s", "@results{0.0}"),
@@ -113,7 +115,8 @@ def _concurrency_chart(t: Mapping[str, Any]):
     if engine:
         columns.update(in_flight=t["in_flight"], limit=t["limit"])
     source = ColumnDataSource(columns)
-    fig = _figure("Requests in flight and the adaptive limit", "requests", x_axis_type="datetime")
+    fig = _figure(f"summed over {t.get('processes') or 0} worker process(es), {t['bin_s']} s bins" if engine
+                  else f"{t['bin_s']} s bins", "requests", x_axis_type="datetime")
     tips = [("time", "@x{%H:%M:%S}"), ("records in progress", "@progress{0}")]
     if engine:
         fig.step("x", "in_flight", source=source, color=COLORS["in_flight"], line_width=2, mode="center",
@@ -135,7 +138,7 @@ def _throttle_chart(t: Mapping[str, Any]):
     if engine:
         columns["http_429"] = t["http_429"]
     source = ColumnDataSource(columns)
-    fig = _figure(f"429s and retries ({t['bin_s']} s bins)", "per bin", x_axis_type="datetime")
+    fig = _figure(f"count per {t['bin_s']} s bin", "per bin", x_axis_type="datetime")
     width_ms = t["bin_s"] * 1000 * 0.9
     tips = [("time", "@x{%H:%M:%S}"), ("retries", "@retries{0}"), ("rate_limited errors", "@rate_limited{0}")]
     if engine:
@@ -157,7 +160,7 @@ def _latency_chart(lat: Mapping[str, Any]):
     edges, counts = lat["edges"], lat["counts"]
     source = ColumnDataSource({"left": edges[:-1], "right": edges[1:], "count": counts})
     kw = {"x_axis_type": "log"} if lat.get("log_bins") else {}
-    fig = _figure(f"Latency of {lat['count']:,} results", "results", **kw)
+    fig = _figure(f"{lat['count']:,} results" + (", log scale" if lat.get("log_bins") else ""), "results", **kw)
     fig.xaxis.axis_label = "latency (ms, retries and waits included)"
     fig.quad(left="left", right="right", top="count", bottom=0, source=source, color=COLORS["bar"], alpha=0.75,
              line_color="white")
@@ -176,10 +179,12 @@ def _cost_chart(rows: Sequence[Mapping[str, Any]]):
     labels = [r["model"] + (f" · {r['tier']}" if r.get("tier") else "") for r in rows]
     source = ColumnDataSource({"label": labels, "cost": [r["cost_usd"] for r in rows],
                                "tokens": [r["total_tokens"] for r in rows], "records": [r["records"] for r in rows]})
-    fig = figure(title="Estimated cost by model" + (" and tier" if any(r.get("tier") for r in rows) else ""),
+    fig = figure(title="estimated cost by model" + (" and tier" if any(r.get("tier") for r in rows) else ""),
                  y_range=list(reversed(labels)), height=max(140, 60 + 34 * len(labels)),
                  sizing_mode="stretch_width", tools="save", toolbar_location="above")
-    fig.title.text_font_size = "13px"
+    fig.title.text_font_size = "12px"
+    fig.title.text_font_style = "normal"
+    fig.toolbar.logo = None
     fig.hbar(y="label", right="cost", height=0.6, source=source, color=COLORS["bar"])
     fig.xaxis.axis_label = "USD (estimated from the price table)"
     fig.x_range.start = 0
