@@ -42,7 +42,7 @@ log = logging.getLogger("chatbeam.progress")
 DEFAULT_INTERVAL_S = 5.0
 MIN_COMPLETIONS = 10
 MIN_WINDOW_S = 10.0
-MAX_WINDOW_S = 900.0
+MAX_WINDOW_S = 3600.0
 STALL_NOTE_S = 30.0  # "no record finished for ..." once nothing has finished for this long
 TERMINAL_REFRESH_S = 1.0
 
@@ -67,7 +67,7 @@ def _duration(seconds: float) -> str:
 def _rate(rate: float) -> str:
     if rate >= 1 or rate == 0:
         return f"{rate:,.1f} records/s"
-    if rate * 60 >= 1:
+    if rate * 60 >= 0.1:
         return f"{rate * 60:.1f} records/min"
     return f"{rate * 3600:.1f} records/h"
 

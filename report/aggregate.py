@@ -44,6 +44,7 @@ _RESULTS, _ERRORS, _STARTED, _RETRIES, _RATE_LIMITED = range(5)
 _USERINFO = re.compile(r"(://[^/@:\s]+:)[^@/\s]+@")
 _SECRET_NAME = re.compile(r"(?i)(key|token|secret|password|credential)")
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+_SECRET_JSON_VALUE = re.compile(r'(?i)("[^"]*(?:key|token|secret|password)[^"]*"\s*:\s*")[^"]*"')
 
 
 def bin_width(span_s: float, max_bins: int = MAX_BINS) -> int:
@@ -75,7 +76,8 @@ def _redact_value(name: str, value: Any) -> Any:
         return value if _ENV_NAME.match(value) else "[REDACTED]"
     if _SECRET_NAME.search(name) and name not in ("max_total_tokens", "est_output_tokens"):
         return "[REDACTED]"
-    return _USERINFO.sub(r"\1[REDACTED]@", redact(value))
+    value = _SECRET_JSON_VALUE.sub(r'\1[REDACTED]"', redact(value))  # e.g. --params '{"api_key": "..."}'
+    return _USERINFO.sub(r"\1[REDACTED]@", value)
 
 
 def redact_options(options: Mapping[str, Any]) -> dict[str, Any]:
