@@ -23,7 +23,6 @@ from apache_beam.io.filesystems import FileSystems
 from client.pricing import PriceTable
 from client.telemetry import combine_latest, telemetry_dir
 from report.aggregate import RunAggregate, redact_options
-from report.render import render_html
 from transforms.checkpoint import SHARD_GLOB, write_file_atomically
 
 __all__ = ["build_report", "main", "read_telemetry", "run_info_path", "write_run_info"]
@@ -102,6 +101,8 @@ def build_report(results_prefix: str, errors_prefix: str | None = None, *, out: 
     if _match(summary_path):
         agg.summary = _read_json(summary_path)
     data = agg.data()
+    from report.render import render_html  # Bokeh is imported only when a page is drawn
+
     run_date = (agg.summary or {}).get("run_date") or (agg.run_info or {}).get("run_date")
     page = render_html(data, title=title or f"chatbeam run{f' {run_date}' if run_date else ''}",
                        sources=[results_prefix, errors_prefix])
