@@ -54,6 +54,8 @@ class ProgressSettings:
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 0.5:
+        return "<1s"
     seconds = int(round(seconds))
     if seconds < 60:
         return f"{seconds}s"

@@ -16,7 +16,7 @@ import json
 from typing import Any, Mapping, Sequence
 
 from bokeh.embed import components
-from bokeh.models import ColumnDataSource, HoverTool, Range1d
+from bokeh.models import ColumnDataSource, HoverTool, LinearAxis, Range1d
 from bokeh.plotting import figure
 from bokeh.resources import Resources
 
@@ -90,10 +90,14 @@ def _time_x(timeline: Mapping[str, Any]) -> list[float]:
 
 
 def _legend(fig) -> None:
-    fig.legend.location = "top_left"
-    fig.legend.click_policy = "hide"
-    fig.legend.label_text_font_size = "11px"
-    fig.legend.background_fill_alpha = 0.6
+    """Below the plot, in a row: it never hides a line. A click on an entry hides that line."""
+    legend = fig.legend[0]
+    legend.orientation = "horizontal"
+    legend.click_policy = "hide"
+    legend.label_text_font_size = "11px"
+    legend.border_line_alpha = 0
+    legend.padding = legend.margin = 2
+    fig.add_layout(legend, "below")
 
 
 def _completions_chart(t: Mapping[str, Any]):
@@ -118,14 +122,23 @@ def _concurrency_chart(t: Mapping[str, Any]):
     fig = _figure(f"summed over {t.get('processes') or 0} worker process(es), {t['bin_s']} s bins" if engine
                   else f"{t['bin_s']} s bins", "requests", x_axis_type="datetime")
     tips = [("time", "@x{%H:%M:%S}"), ("records in progress", "@progress{0}")]
+    progress_axis = {}
     if engine:
-        fig.step("x", "in_flight", source=source, color=COLORS["in_flight"], line_width=2, mode="center",
-                 legend_label="HTTP requests in flight (peak per bin)")
-        fig.step("x", "limit", source=source, color=COLORS["limit"], line_width=2, line_dash="dashed",
-                 mode="center", legend_label="adaptive limit")
+        flight = fig.step("x", "in_flight", source=source, color=COLORS["in_flight"], line_width=2, mode="center",
+                          legend_label="HTTP requests in flight (peak per bin)")
+        limit = fig.step("x", "limit", source=source, color=COLORS["limit"], line_width=2, line_dash="dashed",
+                         mode="center", legend_label="adaptive limit")
         tips += [("in flight", "@in_flight{0}"), ("limit", "@limit{0}")]
+        # Records in progress (waiting for a permit included) can be many times the requests in flight: they get
+        # their own axis on the right, so the limit stays readable.
+        fig.y_range.renderers = [flight, limit]
+        fig.y_range.start = 0
+        fig.extra_y_ranges = {"records": Range1d(0, max(1, max(t["records_in_progress"])) * 1.1)}
+        fig.add_layout(LinearAxis(y_range_name="records", axis_label="records in progress"), "right")
+        progress_axis = {"y_range_name": "records"}
     fig.line("x", "progress", source=source, color=COLORS["progress"], line_width=1.5, line_alpha=0.8,
-             legend_label="records in progress (incl. waiting, backoff)")
+             legend_label="records in progress" + (" (right axis)" if engine else ""),
+             **progress_axis)
     fig.add_tools(HoverTool(tooltips=tips, formatters={"@x": "datetime"}, mode="vline"))
     _legend(fig)
     return fig
@@ -171,7 +184,6 @@ def _latency_chart(lat: Mapping[str, Any]):
     fig.y_range = Range1d(0, top * 1.12)
     fig.add_tools(HoverTool(tooltips=[("from ms", "@left{0.0}"), ("to ms", "@right{0.0}"), ("results", "@count")]))
     _legend(fig)
-    fig.legend.location = "top_right"
     return fig
 
 
