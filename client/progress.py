@@ -224,15 +224,17 @@ class ProgressMonitor:
 
     ``read_totals()`` returns ``{"done", "in_flight", "attempts", "status_429", "cost_nano_usd"}`` summed over
     the processes (client/telemetry.py ``combine_latest``), or None when no process has written yet.
-    ``terminal``: one updating tqdm line (default: when ``stream`` is a terminal); else a log line per interval.
+    ``terminal``: one updating tqdm line redrawn every ``terminal_refresh_s`` (default: when ``stream`` is a
+    terminal); else a log line per ``interval_s``.
     """
 
     def __init__(self, read_totals: Callable[[], Mapping[str, float] | None], *, total: int | None,
                  interval_s: float = DEFAULT_INTERVAL_S, stream: TextIO | None = None, terminal: bool | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 terminal_refresh_s: float = TERMINAL_REFRESH_S, clock: Callable[[], float] = time.monotonic) -> None:
         self._read = read_totals
         self.total = total
         self.interval_s = interval_s
+        self.terminal_refresh_s = terminal_refresh_s
         self._stream = stream if stream is not None else sys.stderr
         self.terminal = self._stream.isatty() if terminal is None else terminal
         self._clock = clock
@@ -286,7 +288,7 @@ class ProgressMonitor:
 
     def start(self) -> None:
         self.window.add(self._clock(), 0)
-        period = TERMINAL_REFRESH_S if self.terminal else self.interval_s
+        period = self.terminal_refresh_s if self.terminal else self.interval_s
         self._thread = threading.Thread(target=self._run, args=(period,), name="chatbeam-progress-monitor",
                                         daemon=True)
         self._thread.start()

@@ -192,8 +192,10 @@ def _monitor(options: PipelineOptions, plan: Plan, run_id: str, total: int | Non
     if not plan.output or n.dry_run or n.progress_interval_s <= 0:
         return None
     # Remote workers write their samples every 30 s (client/telemetry.py): polling faster would show nothing new.
-    interval = n.progress_interval_s if _is_local(options) else max(n.progress_interval_s, 30.0)
-    return ProgressMonitor(run_totals(plan.output, run_id), total=total, interval_s=interval)
+    local = _is_local(options)
+    interval = n.progress_interval_s if local else max(n.progress_interval_s, 30.0)
+    return ProgressMonitor(run_totals(plan.output, run_id), total=total, interval_s=interval,
+                           **({} if local else {"terminal_refresh_s": interval}))
 
 
 def _run_info(options: PipelineOptions, plan: Plan, total: int | None) -> dict:
