@@ -280,10 +280,11 @@ class ProgressMonitor:
         from tqdm import tqdm  # only a terminal needs it
 
         if self._bar is None:
-            self._bar = tqdm(total=self.total, file=self._stream, dynamic_ncols=True, leave=True, desc="chatbeam",
-                             bar_format="{desc} {bar:20}| {postfix}" if self.total else "{desc} {postfix}")
+            # The line is the bar's description: tqdm would put ", " before a postfix.
+            self._bar = tqdm(total=self.total, file=self._stream, dynamic_ncols=True, leave=True,
+                             bar_format="chatbeam |{bar:16}| {desc}" if self.total else "chatbeam: {desc}")
         self._bar.n = min(done, self.total) if self.total else done
-        self._bar.set_postfix_str(line, refresh=False)
+        self._bar.set_description_str(line, refresh=False)
         self._bar.refresh()
 
     def start(self) -> None:
