@@ -30,9 +30,11 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from client.budget import BudgetConfig
 from client.caller import utc_iso
 from client.config import Target
+from client.jobshare import JobShareSettings
 from client.journal import JournalSettings
 from client.progress import ProgressMonitor, ProgressSettings
 from client.telemetry import TelemetrySettings, telemetry_dir
+from pipelines.jobledger import ledger_summary, prepare_ledger
 from pipelines.local_emulator import EmulatorStartError, LocalEmulator
 from pipelines.nightly import normalize_argv
 from pipelines.options import EMULATOR_PROJECT, Plan, UsageError, validate
@@ -65,7 +67,7 @@ def _check_input(pattern: str, flag: str = "--input") -> None:
 
 
 def build_pipeline(p: beam.Pipeline, plan: Plan, *, run_id: str = "", progress_total: int | None = None,
-                   worker_progress_lines: bool = True) -> None:
+                   jobshare: JobShareSettings | None = None, worker_progress_lines: bool = True) -> None:
     """Wire the labelled steps; nothing here opens a connection. ``worker_progress_lines``: each worker process
     logs its own progress line (off when the launcher shows one line for the whole run)."""
     n = plan.nightly
@@ -90,7 +92,7 @@ def build_pipeline(p: beam.Pipeline, plan: Plan, *, run_id: str = "", progress_t
         journal=(JournalSettings(n.checkpoint_dir, n.checkpoint_every, n.checkpoint_interval_s)
                  if n.checkpoint_dir else None),
         progress=ProgressSettings(progress_total, n.progress_interval_s if worker_progress_lines else 0),
-        run_id=run_id,
+        run_id=run_id, jobshare=jobshare,
         telemetry=TelemetrySettings(telemetry_dir(plan.output), run_id) if plan.output else None)
     results, errors = called.results, [read.errors, called.errors]
     if resumed is not None:
@@ -150,7 +152,8 @@ def _remove_stale_shards(prefix: str, since: float) -> None:
         FileSystems.delete(stale)
 
 
-def _finish(result, plan: Plan, wall_s: float, started_at: float) -> dict:
+def _finish(result, plan: Plan, wall_s: float, started_at: float,
+            jobshare: JobShareSettings | None = None) -> dict:
     """After a run that was waited for: the summary (written beside the outputs) or, for --dry_run, the totals."""
     n = plan.nightly
     if n.dry_run:
@@ -160,8 +163,9 @@ def _finish(result, plan: Plan, wall_s: float, started_at: float) -> dict:
     for prefix in (plan.output, plan.errors):
         if prefix:
             _remove_stale_shards(prefix, started_at)
-    summary = build_summary(chatbeam_counters(result), run_date=n.run_date, wall_s=wall_s,
-                            prices_as_of=n.price_table.as_of)
+    counters = chatbeam_counters(result)
+    summary = build_summary(counters, run_date=n.run_date, wall_s=wall_s, prices_as_of=n.price_table.as_of,
+                            budget=ledger_summary(jobshare, counters))
     if plan.output:
         write_json(f"{plan.output}-summary.json", summary)
     return summary
@@ -242,13 +246,17 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True):
     elif plan.input:
         _check_input(plan.input)
     total = count_input_lines(plan.input) if plan.input and wait and n.progress_interval_s > 0 else None
-    started_at, started = time.time() - 1.0, time.monotonic()  # 1 s of slack for coarse file mtimes
     run_id = uuid.uuid4().hex
+    try:
+        jobshare = prepare_ledger(plan, options, run_id)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    started_at, started = time.time() - 1.0, time.monotonic()  # 1 s of slack for coarse file mtimes
     monitor = _monitor(options, plan, run_id, total) if wait else None
     with _target_for_run(plan) as plan:
         p = beam.Pipeline(options=options)
         try:
-            build_pipeline(p, plan, run_id=run_id, progress_total=total,
+            build_pipeline(p, plan, run_id=run_id, progress_total=total, jobshare=jobshare,
                            worker_progress_lines=monitor is None or not _is_local(options))
         except ValueError as exc:
             if not plan.bigquery.reads:
@@ -262,7 +270,7 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True):
             if not wait:
                 return result
             result.wait_until_finish()
-    result.summary = _finish(result, plan, time.monotonic() - started, started_at)
+    result.summary = _finish(result, plan, time.monotonic() - started, started_at, jobshare)
     result.summary_path = (f"{plan.output}-dry-run-summary.json" if n.dry_run
                            else f"{plan.output}-summary.json" if plan.output else None)
     result.report_path = _report(plan)

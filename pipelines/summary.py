@@ -106,10 +106,31 @@ def format_summary(s: Mapping[str, Any]) -> str:
         f"  requests  {s['http_requests']:,} HTTP requests for {s['records_called']:,} records, "
         f"{s['retries']:,} retries, {s['status_429']:,} answered 429, throttled {s['throttled_seconds']:,} s",
     ]
+    if s.get("budget"):
+        lines.append(_budget_line(s["budget"]))
     if s.get("checkpoint_write_failures"):
         lines.append(f"  WARNING   {s['checkpoint_write_failures']:,} checkpoint files could not be written "
                      "(the outputs are complete; a --resume would redo those records)")
     return "\n".join(lines)
+
+
+def _budget_line(b: Mapping[str, Any]) -> str:
+    """One line: the job-wide caps, what the whole job spent against them, and the ledger's view."""
+    caps = []
+    if b.get("max_total_tokens") is not None:
+        caps.append(f"{b['spent_tokens']:,} of {b['max_total_tokens']:,} tokens ({b['tokens_used_pct']:g} %)")
+    if b.get("max_cost_usd") is not None:
+        caps.append(f"${b['spent_usd']:.4f} of ${b['max_cost_usd']:g} ({b['cost_used_pct']:g} %)")
+    rates = [f"--{k} {b[k]:g}" for k in ("rpm", "tpm") if b.get(k)]
+    text = "  budget    whole job: " + (", ".join(caps) if caps else "no cap")
+    if b.get("budget_exhausted"):
+        text += f", {b['budget_exhausted']:,} records budget_exhausted"
+    if rates:
+        text += f"; {' '.join(rates)} shared"
+    if "leases" in b:
+        text += (f"; ledger {b['ledger']} ({b['processes']} processes, {b['leases']} leases, "
+                 f"{b['reclaims']} reclaimed)")
+    return text
 
 
 def write_json(path: str, data: Any) -> None:
