@@ -145,7 +145,8 @@ def format_line(done: int, total: int | None, rate: float, eta: float | None, *,
     if attempts:
         parts.append(f"429 {100 * totals.get('status_429', 0) / attempts:.1f}% of {attempts:,} requests")
     if totals.get("cost_nano_usd"):
-        parts.append(f"~${totals['cost_nano_usd'] / 1e9:,.4f}")
+        usd = totals["cost_nano_usd"] / 1e9
+        parts.append(f"~${usd:,.4f}" if usd >= 0.01 else f"~${usd:.6f}")
     if "in_flight" in totals:
         parts.append(f"{int(totals['in_flight']):,} in flight")
     if stalled_s >= STALL_NOTE_S and (not total or done < total):
