@@ -58,6 +58,12 @@ class BatchResolver:
         self.counters = counters if counters is not None else RunCounters()
 
     def resolve(self, item: BatchItem, outcome: OutputLine | Missing) -> ResultRecord | ErrorRecord | Fallback:
+        out = self._resolve(item, outcome)
+        if isinstance(out, (ResultRecord, ErrorRecord)):  # when the job was submitted, and answered (or ended)
+            out.started_at, out.finished_at = outcome.started_at, outcome.finished_at
+        return out
+
+    def _resolve(self, item: BatchItem, outcome: OutputLine | Missing) -> ResultRecord | ErrorRecord | Fallback:
         if isinstance(outcome, Missing):
             return self._missing(item, outcome)
         if outcome.error is not None:

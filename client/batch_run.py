@@ -25,14 +25,17 @@ outcomes back to the records **by key**, never by position: each line's request 
 from __future__ import annotations
 
 import bisect
+import datetime
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, ContextManager, Iterable, Iterator, Protocol
 
 from client.batch_jobs import BatchJobClient, JobStatus
 from client.budget import DEFAULT_OUTPUT_TOKENS, output_token_limit
+from client.caller import utc_iso
 from client.config import ClientConfig
 from client.errors import redact
 from client.metrics import RunCounters
@@ -100,6 +103,19 @@ class Missing:
     state: str  # the job's final state, or BUDGET_EXHAUSTED
     job: str | None = None
     error: str | None = None
+    started_at: str | None = None  # when the job was submitted, and when it ended (None: never staged)
+    finished_at: str | None = None
+
+
+def _iso(text: str | None) -> str | None:
+    """Vertex's timestamp (``2025-01-31T02:13:07.412345Z``) in the records' form (``utc_iso``), or None."""
+    if not text:
+        return None
+    try:
+        when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return utc_iso(when.timestamp())
 
 
 @dataclass
@@ -195,6 +211,7 @@ def run_group(group: str, lines: Iterable[BatchLine], settings: BatchSettings, j
     if not chunks:
         return
     staged = sum(c.count for c in chunks)
+    submitted = time.time()
     names = []
     for i, chunk in enumerate(chunks):
         names.append(jobs.submit(model=chunk.model, input_uri=chunk.uri,
@@ -211,6 +228,8 @@ def run_group(group: str, lines: Iterable[BatchLine], settings: BatchSettings, j
         if status.output_dir:
             for key, out in _read_output(status.output_dir, files, seen, counters):
                 out.seconds = status.seconds
+                out.started_at = utc_iso(submitted)
+                out.finished_at = _iso(out.processed_time) or utc_iso(submitted + status.seconds)
                 yield key, out
     starts = [c.start for c in chunks]
     for position, line in enumerate(lines):  # the second pass: which staged lines came back with nothing
@@ -219,7 +238,8 @@ def run_group(group: str, lines: Iterable[BatchLine], settings: BatchSettings, j
         if line.key not in seen:
             status = statuses[names[bisect.bisect_right(starts, position) - 1]]
             counters.inc("batch_lines_missing")
-            yield line.key, Missing(status.state, status.name, status.error)
+            yield line.key, Missing(status.state, status.name, status.error, utc_iso(submitted),
+                                    utc_iso(submitted + status.seconds))
 
 
 def _read_output(directory: str, files: Files, seen: set[str], counters: RunCounters

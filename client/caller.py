@@ -29,6 +29,7 @@ tier (``tier_records_<tier>``). Without a selector every attempt uses ``config.s
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import time
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ from client.retry import RetryPolicy
 from client.tiers import TierPlan, TierSelector, tier_headers
 from schemas.records import ErrorRecord, InputRecord, ResultRecord, Usage
 
-__all__ = ["ChatCaller", "Limiter", "Permit"]
+__all__ = ["ChatCaller", "Limiter", "Permit", "utc_iso"]
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +89,16 @@ class _ConcurrencyLimiter:
 @dataclass
 class _RecordState:
     start: float
+    started_at: str | None = None  # wall-clock ISO-8601 UTC, for the run report's timeline
     attempts: int = 0
     usage: Usage | None = None
     tier: str | None = None  # the service tier of the last attempt
+
+
+def utc_iso(epoch_s: float) -> str:
+    """``2025-01-31T02:13:07.412+00:00``: ISO-8601 in UTC with milliseconds (what ``started_at``/``finished_at``
+    hold; ``datetime.fromisoformat`` reads it back on every supported Python)."""
+    return datetime.datetime.fromtimestamp(epoch_s, datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _rejected_token(exc: BaseException) -> str | None:
@@ -110,7 +118,8 @@ class ChatCaller:
                  counters: RunCounters | None = None, budget: Budget | None = None,
                  tiers: TierSelector | None = None,
                  sleep: Callable[[float], Awaitable[None] | None] = asyncio.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.tiers = tiers if tiers is not None else TierSelector(TierPlan(config.service_tier))
         self.tokens = token_source if token_source is not None else token_source_for(config.target)
@@ -118,7 +127,7 @@ class ChatCaller:
         self.counters = counters if counters is not None else RunCounters()
         self.budget = budget
         self.policy = RetryPolicy.from_config(config)
-        self._sleep, self._clock = sleep, clock
+        self._sleep, self._clock, self._wall_clock = sleep, clock, wall_clock
         timeout = httpx2.Timeout(config.request_timeout, connect=config.connect_timeout)
         self._owns_http = http_client is None
         if http_client is None:
@@ -147,7 +156,7 @@ class ChatCaller:
 
     async def complete(self, record: InputRecord) -> ResultRecord | ErrorRecord:
         """Never raises for a per-record problem: every failure becomes an ErrorRecord."""
-        state = _RecordState(start=self._clock())
+        state = _RecordState(start=self._clock(), started_at=utc_iso(self._wall_clock()))
         self.counters.inc("requests")
         request: ChatRequest | None = None
         hold: Hold | None = None
@@ -287,7 +296,7 @@ class ChatCaller:
             content=parsed.content, thoughts=parsed.thoughts, parsed=parsed.parsed,
             finish_reason=parsed.finish_reason, usage=state.usage or parsed.usage, attempts=state.attempts,
             latency_ms=self._latency_ms(state), alternatives=parsed.alternatives, metadata=record.metadata,
-            service_tier=state.tier)
+            service_tier=state.tier, started_at=state.started_at, finished_at=utc_iso(self._wall_clock()))
 
     def _error(self, record: InputRecord, request: ChatRequest | None, exc: ChatbeamError,
                state: _RecordState) -> ErrorRecord:
@@ -299,4 +308,5 @@ class ChatCaller:
             id=record.id, request_key=request.request_key if request else None, stage=exc.stage,
             error_type=exc.error_type, status_code=exc.status_code, status=exc.status, message=redact(exc.message),
             retryable=is_retryable(exc), attempts=state.attempts, record=record.to_json_dict(),
-            response_text=exc.response_text, metadata=record.metadata, service_tier=state.tier)
+            response_text=exc.response_text, metadata=record.metadata, service_tier=state.tier,
+            started_at=state.started_at, finished_at=utc_iso(self._wall_clock()))

@@ -136,6 +136,9 @@ class OutputLine:
     error: ChatbeamError | None = None
     status: str = ""
     seconds: float = 0.0  # the job's time from submission to its end (the result's latency)
+    processed_time: str | None = None  # when Vertex answered the line (its own field)
+    started_at: str | None = None  # set by the runner: when the job was submitted
+    finished_at: str | None = None  # set by the runner: processed_time, else the job's end
 
 
 def parse_output_line(line: bytes | str) -> OutputLine:
@@ -149,8 +152,10 @@ def parse_output_line(line: bytes | str) -> OutputLine:
     labels = (data.get("request") or {}).get("labels") if isinstance(data.get("request"), dict) else None
     key = labels.get(LABEL_KEY) if isinstance(labels, dict) else None
     status = data.get("status") or ""
+    processed = data.get("processed_time") if isinstance(data.get("processed_time"), str) else None
     if status:
-        return OutputLine(key, error=line_error(str(status)), status=str(status))
+        return OutputLine(key, error=line_error(str(status)), status=str(status), processed_time=processed)
     if not isinstance(data.get("response"), dict):
-        return OutputLine(key, error=MalformedResponse("a batch output line has neither a response nor a status"))
-    return OutputLine(key, response=data["response"])
+        return OutputLine(key, error=MalformedResponse("a batch output line has neither a response nor a status"),
+                          processed_time=processed)
+    return OutputLine(key, response=data["response"], processed_time=processed)

@@ -101,6 +101,7 @@ def test_lines_over_the_per_job_limit_make_several_jobs_and_every_key_comes_back
 
     assert Counter(key for key, _ in out) == Counter(line.key for line in lines)
     assert all(isinstance(o, OutputLine) and o.response and o.seconds > 0 for _, o in out)
+    assert all(o.started_at <= o.finished_at for _, o in out)  # submission, then Vertex's processed_time
     assert counters.get("batch_jobs") == 3 and counters.get("batch_jobs_succeeded") == 3
     inputs = [u for u in files.store.objects if u.endswith("/input.jsonl")]
     assert sorted(len(files.store.read(u).splitlines()) for u in inputs) == [5, 10, 10]

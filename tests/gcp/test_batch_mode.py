@@ -90,7 +90,7 @@ def test_batch_mode_gives_every_record_once_with_the_online_parsed(quiet, tmp_pa
     assert unsupported["retryable"] and "gs:// URIs" in unsupported["message"] and unsupported["record"]
     online = {r["id"]: r for r in online_results}
     for r in results:
-        assert r["service_tier"] == "batch"
+        assert r["service_tier"] == "batch" and r["started_at"] <= r["finished_at"]
         assert r["parsed"] == online[r["id"]]["parsed"] and r["content"] == online[r["id"]]["content"], r["id"]
         assert r["request_key"] == online[r["id"]]["request_key"]
     by_id = {r["id"]: r for r in results}
