@@ -28,11 +28,16 @@ Every output passes ``scrub_output``: live credentials a server echoed never rea
 The budget seam (client/budget.py; optional): once per record, after the request is built and before its first
 attempt, ``hold = await budget.reserve(request)``; None means the budget is spent, and the record becomes a
 ``budget_exhausted`` error (retryable, nothing sent). ``hold.settle(usage)`` once the record is done.
+
+The tier seam (client/tiers.py): every attempt asks ``tiers.current()`` which service tier to use and sends its
+headers; the record reports the tier of its last attempt (``service_tier``), is priced at it, and is counted per
+tier (``tier_records_<tier>``). Without a selector every attempt uses ``config.service_tier``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import time
 from dataclasses import dataclass
@@ -55,9 +60,10 @@ from client.parsing import ParsedCompletion, StreamAssembler, parse_completion, 
 from client.requests import ChatRequest, build_request, estimate_tokens
 from client.retry import RetryPolicy
 from client.scrub import scrub_output, split_userinfo
+from client.tiers import TierPlan, TierSelector, tier_headers
 from schemas.records import ErrorRecord, InputRecord, ResultRecord, Usage
 
-__all__ = ["ChatCaller", "Limiter", "Permit"]
+__all__ = ["ChatCaller", "Limiter", "Permit", "utc_iso"]
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +100,18 @@ class _ConcurrencyLimiter:
 @dataclass
 class _RecordState:
     start: float
+    started_at: str | None = None  # wall-clock ISO-8601 UTC, for the run report's timeline
     attempts: int = 0
     usage: Usage | None = None
     phase: str = "building the request"  # what the record was doing, for a deadline's message
     last_error: str | None = None
+    tier: str | None = None  # the service tier of the last attempt
+
+
+def utc_iso(epoch_s: float) -> str:
+    """``2025-01-31T02:13:07.412+00:00``: ISO-8601 in UTC with milliseconds (what ``started_at``/``finished_at``
+    hold; ``datetime.fromisoformat`` reads it back on every supported Python)."""
+    return datetime.datetime.fromtimestamp(epoch_s, datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _rejected_token(exc: BaseException) -> str | None:
@@ -116,16 +130,19 @@ class ChatCaller:
                  token_source: TokenSource | None = None, limiter: Limiter | None = None,
                  counters: RunCounters | None = None, budget: Budget | None = None,
                  breaker: Breaker | None = None,
+                 tiers: TierSelector | None = None,
                  sleep: Callable[[float], Awaitable[None] | None] = asyncio.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.config = config
+        self.tiers = tiers if tiers is not None else TierSelector(TierPlan(config.service_tier))
         self.tokens = token_source if token_source is not None else token_source_for(config.target)
         self.limiter = limiter if limiter is not None else _ConcurrencyLimiter(config.max_concurrency)
         self.counters = counters if counters is not None else RunCounters()
         self.budget = budget
         self.breaker = breaker if breaker is not None else Breaker(clock=clock)
         self.policy = RetryPolicy.from_config(config)
-        self._sleep, self._clock = sleep, clock
+        self._sleep, self._clock, self._wall_clock = sleep, clock, wall_clock
         timeout = httpx2.Timeout(config.request_timeout, connect=config.connect_timeout)
         # A key in the URL's userinfo would be in every request log line: send it as Basic auth instead.
         base_url, basic_auth = split_userinfo(config.target.base_url)
@@ -159,7 +176,7 @@ class ChatCaller:
 
     async def complete(self, record: InputRecord) -> ResultRecord | ErrorRecord:
         """Never raises for a per-record problem: every failure becomes an ErrorRecord."""
-        state = _RecordState(start=self._clock())
+        state = _RecordState(start=self._clock(), started_at=utc_iso(self._wall_clock()))
         self.counters.inc("requests")
         request: ChatRequest | None = None
         hold: Hold | None = None
@@ -173,7 +190,7 @@ class ChatCaller:
                         request = build_request(record, self.config)
                     if self.budget is not None:
                         state.phase = "waiting for the budget"
-                        hold = await self.budget.reserve(request)
+                        hold = await self.budget.reserve(request, tier=self.tiers.current())
                         if hold is None:
                             raise BudgetExhausted(self.budget.exhausted_message())
                     parsed = await self._complete(request, state)
@@ -190,7 +207,8 @@ class ChatCaller:
             return self._error(record, request, internal, state)
         finally:
             if hold is not None:
-                hold.settle(state.usage)
+                hold.settle(state.usage, tier=state.tier)
+            self.tiers.record_done(state.tier)
 
     def _deadline_passed(self, state: _RecordState) -> RequestTimeout:
         last = f"; the last error: {state.last_error}" if state.last_error else ""
@@ -265,11 +283,12 @@ class ChatCaller:
             self.counters.inc("breaker_refused")
             raise refused
         state.attempts += 1
+        state.tier = self.tiers.current()
         state.phase = f"attempt {state.attempts} was in flight"
         self.counters.inc("attempts")
         outcome, tokens_used = "error", None
         try:
-            completion = await self._call_within_timeout(request, messages)
+            completion = await self._call_within_timeout(request, messages, state.tier)
             self._breaker_saw(200, request.model)
             outcome = "ok"
             usage = usage_of(getattr(completion, "usage", None))
@@ -290,22 +309,25 @@ class ChatCaller:
         state.phase = "parsing the answer"
         return parse_completion(completion, schema=request.schema, thought_marker=request.thought_marker)
 
-    async def _call_within_timeout(self, request: ChatRequest, messages: list[dict[str, Any]]) -> ChatCompletion:
+    async def _call_within_timeout(self, request: ChatRequest, messages: list[dict[str, Any]],
+                                   tier: str = "standard") -> ChatCompletion:
         """One attempt with a total deadline: a server that trickles its body or streams forever is cut off."""
         limit = asyncio.timeout(self.config.request_timeout)
         try:
             async with limit:
-                return await self._call(request, messages)
+                return await self._call(request, messages, tier)
         except TimeoutError:
             if not limit.expired():
                 raise
             raise RequestTimeout(f"the attempt took longer than --request_timeout {self.config.request_timeout:g} s "
                                  "(sending to the last byte, streaming included)") from None
 
-    async def _call(self, request: ChatRequest, messages: list[dict[str, Any]]) -> ChatCompletion:
+    async def _call(self, request: ChatRequest, messages: list[dict[str, Any]],
+                    tier: str = "standard") -> ChatCompletion:
         args = request.create_args(messages)
-        if self._extra_headers:
-            args["extra_headers"] = self._extra_headers
+        headers = {**(self._extra_headers or {}), **tier_headers(tier)}
+        if headers:
+            args["extra_headers"] = headers
         create = self._client.chat.completions.create
         if not self.config.stream:
             async with map_errors():
@@ -347,18 +369,23 @@ class ChatCaller:
     def _result(self, record: InputRecord, request: ChatRequest, parsed: ParsedCompletion,
                 state: _RecordState) -> ResultRecord:
         self.counters.inc("results")
+        self.counters.inc(f"tier_records_{state.tier}")
         return ResultRecord(
             id=record.id or "", request_key=request.request_key, model=parsed.model or request.model,
             content=parsed.content, thoughts=parsed.thoughts, parsed=parsed.parsed,
             finish_reason=parsed.finish_reason, usage=state.usage or parsed.usage, attempts=state.attempts,
-            latency_ms=self._latency_ms(state), alternatives=parsed.alternatives, metadata=record.metadata)
+            latency_ms=self._latency_ms(state), alternatives=parsed.alternatives, metadata=record.metadata,
+            service_tier=state.tier, started_at=state.started_at, finished_at=utc_iso(self._wall_clock()))
 
     def _error(self, record: InputRecord, request: ChatRequest | None, exc: ChatbeamError,
                state: _RecordState) -> ErrorRecord:
         self.counters.inc("errors")
         self.counters.inc(f"error_{exc.error_type}")
+        if state.tier is not None:
+            self.counters.inc(f"tier_records_{state.tier}")
         return ErrorRecord(
             id=record.id, request_key=request.request_key if request else None, stage=exc.stage,
             error_type=exc.error_type, status_code=exc.status_code, status=exc.status, message=redact(exc.message),
             retryable=is_retryable(exc), attempts=state.attempts, record=record.to_json_dict(),
-            response_text=exc.response_text, metadata=record.metadata)
+            response_text=exc.response_text, metadata=record.metadata, service_tier=state.tier,
+            started_at=state.started_at, finished_at=utc_iso(self._wall_clock()))

@@ -92,3 +92,4 @@ class ClientConfig:
     media_root: str | None = None  # local files under this directory may be inlined as data URLs
     max_media_bytes: int = 20 * 1024 * 1024
     max_response_bytes: int = MAX_RESPONSE_BYTES  # a larger answer is a response_too_large error, never held whole
+    service_tier: str = "standard"  # standard | flex | priority: Vertex's tier headers (client/tiers.py)

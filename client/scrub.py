@@ -2,7 +2,7 @@
 
     out = scrub_output(out)                          # a ResultRecord / ErrorRecord with known secrets replaced
     url, auth = split_userinfo("http://u:KEY@host/v1")   # ("http://host/v1", ("u", "KEY")); KEY registered
-    install_log_redaction()                          # every root log handler redacts what it writes
+    install_log_redaction()                          # every log record of the process is redacted as it is made
 
 ``client.errors.redact`` already cleans error messages and logs (patterns plus the registry of live secrets). Model
 output is different: patterns would corrupt legitimate text (an answer that explains ``Authorization: Bearer``
@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from client.errors import live_secrets, redact, register_secret
 
-__all__ = ["RedactingFilter", "install_log_redaction", "scrub_output", "split_userinfo"]
+__all__ = ["install_log_redaction", "scrub_output", "split_userinfo"]
 
 _KEEP = frozenset({"id", "request_key", "record", "metadata", "raw"})
 _MARK = "[REDACTED]"
@@ -80,20 +80,28 @@ def split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
     return urlunsplit(parts._replace(netloc=host)), (user, password)
 
 
-class RedactingFilter(logging.Filter):
-    """Redacts each record's final message (``client.errors.redact``): a library logging a URL or a header
-    (httpx logs every request URL at INFO) cannot leak a live secret through our handlers."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
+def _redact_record(record: logging.LogRecord) -> None:
+    try:
         message = record.getMessage()
-        clean = redact(message)
-        if clean != message:
-            record.msg, record.args = clean, None
-        return True
+    except Exception:  # noqa: BLE001 - a malformed record is logging's to report, not ours
+        return
+    clean = redact(message)
+    if clean != message:
+        record.msg, record.args = clean, None
 
 
-def install_log_redaction(logger: logging.Logger | None = None) -> None:
-    """Add a RedactingFilter to every handler of ``logger`` (default: the root logger); idempotent."""
-    for handler in (logger or logging.getLogger()).handlers:
-        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(RedactingFilter())
+def install_log_redaction() -> None:
+    """Every log record of this process is redacted as it is made (a library logging a URL or a header -- httpx
+    logs every request URL at INFO -- cannot leak a live secret through any handler, including ones installed
+    later, such as a progress bar's). Idempotent."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "chatbeam_redacts", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        _redact_record(record)
+        return record
+
+    factory.chatbeam_redacts = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)

@@ -168,6 +168,8 @@ def stop_on_signals(grace_s: float = GRACE_S) -> Iterator[None]:
         first.append(stop)
         threading.excepthook = _quiet_threads  # Beam's worker threads fail as their workers go: consequences
         quiet.stopping = True
+        # Handlers installed later (a terminal's progress bar) lack the filter: silence Beam at the source too.
+        logging.getLogger("apache_beam").setLevel(logging.CRITICAL + 1)
         timer = threading.Timer(grace_s, _hard_exit, (stop, f"still stopping after {grace_s:g} s: stopped at once"))
         timer.daemon = True
         timer.start()

@@ -154,6 +154,10 @@ class ResultRecord(BaseModel):
     latency_ms: float = 0.0
     alternatives: list[str] | None = None  # contents of choices 2..n when params.n > 1
     metadata: Any = None
+    # When the call step took the record and when it finished (ISO-8601 UTC, milliseconds): the run report's timeline.
+    started_at: str | None = None
+    finished_at: str | None = None
+    service_tier: str | None = None  # standard, flex or priority (online), batch (a batch prediction job)
 
 
 class ErrorRecord(BaseModel):
@@ -178,6 +182,10 @@ class ErrorRecord(BaseModel):
     raw: str | None = None
     response_text: str | None = None
     metadata: Any = None
+    # Set by the call step (like ResultRecord's); None for errors written at read time, which never reached it.
+    started_at: str | None = None
+    finished_at: str | None = None
+    service_tier: str | None = None  # the tier of the last attempt; None when nothing was sent
 
 
 def unwritable(record: BaseModel) -> str | None:

@@ -8,8 +8,9 @@ arrive and emitted as each completes; ``finish_bundle`` waits for the rest of th
 Nightly-run options (all optional, all Beam-free objects from ``client/``): a ``BudgetConfig`` (one Budget per
 worker process and run, consulted by the caller), ``JobShareSettings`` (the job ledger: with it the budget and
 ``--rpm``/``--tpm`` hold for the whole job — client/jobshare.py), ``JournalSettings`` (completed outputs also go to
-the checkpoint journal, flushed at least at every bundle's end) and ``ProgressSettings`` (a progress line per
-process).
+the checkpoint journal, flushed at least at every bundle's end), ``ProgressSettings`` (a progress line per process)
+and ``TelemetrySettings`` (engine samples per process for the run report and the launcher's progress line). A
+``TierPlan`` (client/tiers.py) sets the service tier and, with a deadline, escalates it (one selector per process).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+import time
 from typing import Any
 
 import apache_beam as beam
@@ -26,7 +28,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from client.budget import Budget, BudgetConfig
-from client.caller import ChatCaller
+from client.caller import ChatCaller, utc_iso
 from client.config import ClientConfig
 from client.engine import BoundedSubmitter, Engine
 from client.jobshare import JobShare, JobShareSettings
@@ -34,6 +36,8 @@ from client.errors import redact
 from client.journal import JournalSettings, JournalWriter
 from client.metrics import RunCounters
 from client.progress import PROGRESS, ProgressSettings
+from client.telemetry import TELEMETRY, TelemetrySettings, engine_sample
+from client.tiers import TierPlan, TierSelector
 from schemas.records import ErrorRecord, InputRecord, ResultRecord
 from transforms.checkpoint import write_file_atomically
 
@@ -47,7 +51,7 @@ def crash_to_error(record: InputRecord, exc: BaseException) -> ErrorRecord:
     """A bug in the core must not lose the record: it becomes a retryable error record."""
     return ErrorRecord(id=record.id, stage="request", error_type="internal_error", retryable=True,
                        message=redact(f"{type(exc).__name__}: {exc}"), record=record.to_json_dict(),
-                       metadata=record.metadata)
+                       metadata=record.metadata, finished_at=utc_iso(time.time()))
 
 
 class _ProcessState:
@@ -62,6 +66,7 @@ class _ProcessState:
         self.throttled_flushed = 0.0
         self.lock = threading.Lock()
         self.budget: Budget | None = None
+        self.tiers: TierSelector | None = None
         self.share: JobShare | None = None
         self.users = 0
 
@@ -88,6 +93,12 @@ class _ProcessState:
         if share is not None:
             share.close()
 
+    def tiers_for(self, plan: TierPlan | None) -> TierSelector | None:
+        with self.lock:
+            if self.tiers is None and plan is not None:
+                self.tiers = TierSelector(plan)
+            return self.tiers
+
     @classmethod
     def for_key(cls, key: Any) -> "_ProcessState":
         with cls._lock:
@@ -97,8 +108,11 @@ class _ProcessState:
 class _CallChatCompletionsFn(beam.DoFn):
     def __init__(self, config: ClientConfig, budget: BudgetConfig | None = None,
                  journal: JournalSettings | None = None, progress: ProgressSettings | None = None,
-                 run_id: str = "", jobshare: JobShareSettings | None = None) -> None:
+                 run_id: str = "", jobshare: JobShareSettings | None = None,
+                 telemetry: TelemetrySettings | None = None, tiers: TierPlan | None = None) -> None:
         self._config = config
+        self._telemetry = telemetry
+        self._tier_plan = tiers
         self._budget_config = budget
         self._jobshare = jobshare
         self._journal_settings = journal
@@ -117,8 +131,10 @@ class _CallChatCompletionsFn(beam.DoFn):
         self._state = _ProcessState.for_key(key)
         counters = self._state.counters
         budget, share = self._state.acquire(self._budget_config, self._jobshare)
+        tiers = self._state.tiers_for(self._tier_plan)
         self._engine = Engine.shared(
-            key, lambda limiter: ChatCaller(config, limiter=limiter, counters=counters, budget=budget), config)
+            key, lambda limiter: ChatCaller(config, limiter=limiter, counters=counters, budget=budget, tiers=tiers),
+            config)
         if share is not None:
             share.attach(budget=budget, limiter=self._engine.limiter, loop=self._engine.loop)
         self._journal = (JournalWriter(self._journal_settings, write_file_atomically)
@@ -126,6 +142,10 @@ class _CallChatCompletionsFn(beam.DoFn):
         self._journal_failures_reported = 0
         if self._progress is not None:
             PROGRESS.start(self._progress)
+        if self._telemetry is not None:
+            engine = self._engine
+            TELEMETRY.start(self._telemetry, lambda: engine_sample(engine.stats(), counters.snapshot(), PROGRESS.done),
+                            write_file_atomically)
 
     def start_bundle(self) -> None:
         self._submitter = BoundedSubmitter(self._engine, max_pending=2 * self._config.max_concurrency,
@@ -153,6 +173,8 @@ class _CallChatCompletionsFn(beam.DoFn):
             engine.release()
             self._engine = None
             self._state.release()
+            if self._telemetry is not None:
+                TELEMETRY.stop()
             if self._progress is not None:
                 PROGRESS.stop()
 
@@ -193,10 +215,11 @@ class CallChatCompletions(beam.PTransform):
 
     def __init__(self, config: ClientConfig, *, budget: BudgetConfig | None = None,
                  journal: JournalSettings | None = None, progress: ProgressSettings | None = None,
-                 run_id: str = "", jobshare: JobShareSettings | None = None) -> None:
+                 run_id: str = "", jobshare: JobShareSettings | None = None,
+                 telemetry: TelemetrySettings | None = None, tiers: TierPlan | None = None) -> None:
         super().__init__()
         self._config = config
-        self._fn_args = (budget, journal, progress, run_id, jobshare)
+        self._fn_args = (budget, journal, progress, run_id, jobshare, telemetry, tiers)
 
     def expand(self, records):
         fn = _CallChatCompletionsFn(self._config, *self._fn_args)
