@@ -98,11 +98,12 @@ class ChatbeamOptions(PipelineOptions):
         limits.add_argument("--max_reasks", type=int, default=1,
                             help="re-ask turns after a schema-invalid answer (default 1)")
 
+        # In the README's order (chatbeam --help shows the groups this way).
         add_reliability_arguments(parser)
-        add_nightly_arguments(parser)
-        add_ledger_arguments(parser)
-        add_bigquery_arguments(parser)
         add_mode_arguments(parser)
+        add_ledger_arguments(parser)
+        add_nightly_arguments(parser)
+        add_bigquery_arguments(parser)
 
 
 @dataclass(frozen=True)

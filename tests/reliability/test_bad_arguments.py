@@ -78,8 +78,8 @@ def test_help_lists_every_chatbeam_option_in_the_readme_groups(capsys):
                                                                                             "--chatbeam_dry_run"}
     missing = sorted(f for f in flags | {"--dry_run"} if not re.search(rf"{f}\b", text))
     assert not missing, missing
-    groups = ["input and output", "target", "requests", "retries and limits", "reliability", "nightly runs",
-              "BigQuery"]
+    groups = ["input and output", "target", "requests", "retries and limits", "reliability",
+              "service tiers and batch", "job-wide budget", "nightly runs", "BigQuery"]
     positions = [re.search(rf"^{g}[ :]", text, re.MULTILINE).start() for g in groups]  # the group headings
     assert positions == sorted(positions)  # the README's order
     assert "--help_beam" in text and "--runner" in text and "Exit codes" in text
