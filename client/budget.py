@@ -36,7 +36,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from client.errors import RetryableError
+from client.errors import BudgetExhausted
 from client.metrics import RunCounters
 from client.pricing import PriceTable
 from client.requests import ChatRequest
@@ -47,13 +47,6 @@ __all__ = ["DEFAULT_OUTPUT_TOKENS", "Budget", "BudgetConfig", "BudgetExhausted",
 DEFAULT_OUTPUT_TOKENS = 256  # assumed completion tokens per choice until real usage is seen (--est_output_tokens)
 NANO = 1_000_000_000  # cost counters are integers in nano-USD (Beam counters are ints; 1e-9 USD keeps precision)
 _MEAN_AFTER = 1  # settled records with usage before the running mean replaces the assumption
-
-
-class BudgetExhausted(RetryableError):
-    """The run's budget is spent: the record was not sent. A later run (``--replay_errors``) can send it."""
-
-    error_type = "budget_exhausted"
-    stage = "request"
 
 
 def output_token_limit(request: ChatRequest) -> int | None:

@@ -89,3 +89,9 @@ class ClientConfig:
     adaptive: bool = True  # AIMD: cut in-flight limit on 429/503, grow it on success
     media_root: str | None = None  # local files under this directory may be inlined as data URLs
     max_media_bytes: int = 20 * 1024 * 1024
+    # The results contract (README "Function calling", "Cut-off answers", "Output schemas"):
+    tools: tuple[Any, ...] | None = None  # default `tools` (--tools FILE.json); a record's params.tools overrides
+    tool_choice: Any = None  # default `tool_choice` (--tool_choice); a record's params.tool_choice overrides
+    structured_output: Literal["json_schema", "tool"] = "json_schema"  # how a schema is asked (--structured_output)
+    on_truncation: Literal["result", "error", "retry"] = "result"  # a cut-off answer (--on_truncation)
+    schema_registry: tuple[str, ...] = ()  # modules that register() schemas records may name (--schema_registry)
