@@ -52,7 +52,7 @@ from client.errors import BadRequest, MediaError
 from schemas.records import InputRecord, canonical_json
 from schemas.registry import OutputSchema, load_registry_modules, record_schema, resolve_schema
 
-__all__ = ["ChatRequest", "build_request", "estimate_tokens", "request_key"]
+__all__ = ["ChatRequest", "build_request", "check_tools", "estimate_tokens", "request_key"]
 
 # Keys the core itself controls; a record may not set them through params.
 _RESERVED = frozenset({"messages", "model", "stream", "stream_options", "extra_headers", "extra_query",
@@ -240,10 +240,9 @@ def _schema(record: InputRecord, config: ClientConfig) -> OutputSchema | None:
     return None
 
 
-def _check_tools(kwargs: dict[str, Any]) -> None:
+def check_tools(tools: Any) -> None:
     """``tools`` must be function definitions whose ``parameters`` are JSON schemas (arguments are validated
     against them); a bad definition is a bad request, not a failure after the call."""
-    tools = kwargs.get("tools")
     if tools is None:
         return
     if not isinstance(tools, list):
@@ -287,7 +286,7 @@ def build_request(record: InputRecord, config: ClientConfig) -> ChatRequest:
     if google:
         extra_body["extra_body"] = {"google": google}
 
-    _check_tools(kwargs)
+    check_tools(kwargs.get("tools"))
     schema = _schema(record, config)
     via_tool = schema is not None and config.structured_output == "tool"
     if via_tool:

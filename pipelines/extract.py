@@ -31,6 +31,7 @@ from client.budget import BudgetConfig
 from client.config import Target
 from client.journal import JournalSettings
 from client.progress import ProgressSettings
+from pipelines.argv import check_known_options
 from pipelines.local_emulator import EmulatorStartError, LocalEmulator
 from pipelines.nightly import normalize_argv
 from pipelines.options import EMULATOR_PROJECT, Plan, UsageError, validate
@@ -172,6 +173,7 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True):
         argv = normalize_argv(list(argv) if argv is not None else sys.argv[1:])
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    check_known_options(argv, UsageError)  # a misspelt option is an error before any work, not a Beam warning
     options = PipelineOptions(argv)
     plan = validate(options)
     n = plan.nightly

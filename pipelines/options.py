@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from client.config import ClientConfig, Target
+from pipelines.answer_options import add_answer_arguments, answer_settings
 from pipelines.nightly import NightlyPlan, add_nightly_arguments, parse_run_date, validate_nightly, with_run_date
 from schemas.records import DEFAULT_MAX_RECORD_BYTES
-from schemas.registry import UnknownSchema, resolve_schema
 from transforms.bigquery import BigQueryIO, add_bigquery_arguments
 
 __all__ = ["ChatbeamOptions", "Plan", "UsageError", "validate"]
@@ -63,7 +63,8 @@ class ChatbeamOptions(PipelineOptions):
         req.add_argument("--params", default="{}", help='default params as JSON, e.g. \'{"temperature": 0}\'')
         req.add_argument("--temperature", type=float)
         req.add_argument("--max_tokens", type=int)
-        req.add_argument("--schema", help="output schema: a registry name, module:Class, or a JSON-schema file")
+        req.add_argument("--schema", help="output schema for every record: a registry name, module:Class, or a "
+                                          "JSON-schema file (records may name only registry schemas or this one)")
         req.add_argument("--stream", action="store_true", help="stream responses and assemble them")
         req.add_argument("--thinking_budget", type=int, help="extra_body.google.thinking_config.thinking_budget")
         req.add_argument("--include_thoughts", action="store_true",
@@ -85,6 +86,7 @@ class ChatbeamOptions(PipelineOptions):
         limits.add_argument("--max_reasks", type=int, default=1,
                             help="re-ask turns after a schema-invalid answer (default 1)")
 
+        add_answer_arguments(parser)
         add_nightly_arguments(parser)
         add_bigquery_arguments(parser)
 
@@ -224,11 +226,10 @@ def validate(options: PipelineOptions) -> Plan:
     if "reasoning_effort" in params and "thinking_config" in google:
         raise UsageError("--reasoning_effort and thinking options (--thinking_budget/--include_thoughts) "
                          "cannot be combined: Vertex rejects requests that carry both")
-    if o.schema:
-        try:
-            resolve_schema(o.schema)
-        except UnknownSchema as exc:
-            raise UsageError(str(exc)) from None
+    try:
+        answers = answer_settings(o)  # --tools, --tool_choice, --structured_output, --on_truncation, schemas
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     for name in ("max_concurrency", "max_attempts", "max_record_bytes"):
         if getattr(o, name) < 1:
             raise UsageError(f"--{name} must be at least 1")
@@ -246,7 +247,7 @@ def validate(options: PipelineOptions) -> Plan:
         max_attempts=o.max_attempts, request_timeout=o.request_timeout, record_deadline_s=o.record_deadline,
         max_reasks=o.max_reasks, max_concurrency=o.max_concurrency, rpm=o.rpm, tpm=o.tpm,
         adaptive=not o.no_adaptive_throttling,
-        media_root=os.path.realpath(o.media_root) if o.media_root else None,
+        media_root=os.path.realpath(o.media_root) if o.media_root else None, **answers,
     )
     return Plan(input=with_run_date(o.input, run_date) or "", output=output, errors=errors,
                 num_shards=o.num_shards, max_record_bytes=o.max_record_bytes, client=client, emulator=o.emulator,
