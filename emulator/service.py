@@ -156,7 +156,7 @@ class Emulator:
         if draw.error in ("error_500", "error_503"):
             stats.fault(draw.error)
             raise errors.internal() if draw.error == "error_500" else errors.unavailable()
-        if draw.violate and req.format != "text":
+        if draw.violate and (req.format != "text" or req.calls):
             stats.fault("schema_violation")
         if draw.truncate and req.tool is None:  # a tool call is never truncated
             stats.fault("truncate")
