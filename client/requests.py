@@ -251,7 +251,7 @@ def check_tools(tools: Any) -> None:
         function = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
             raise BadRequest(f"tools[{i}] must be {{'type': 'function', 'function': {{'name': ..., "
-                             "'parameters': {...}}}}")
+                             "'parameters': {...}}}")
         parameters = function.get("parameters")
         if parameters is not None:
             try:
