@@ -103,9 +103,11 @@ class OutputSchema:
             "name": self.name, "description": f"Record the answer as a {self.name} object.",
             "parameters": self.json_schema}}
 
-    def tool_choice(self) -> dict[str, Any]:
-        """Forces the call of ``tool()``."""
-        return {"type": "function", "function": {"name": self.name}}
+    def tool_choice(self) -> str:
+        """Forces the call of ``tool()``: ``"required"`` with ``tool()`` as the only tool. The named form
+        (``{"type": "function", "function": {"name": ...}}``) means the same to OpenAI and Gemini, but llama-server
+        reads only the strings and takes an object for ``auto``."""
+        return "required"
 
     def validate_json(self, text: str) -> Any:
         """Parse and validate model output; returns plain JSON data or raises SchemaMismatch."""

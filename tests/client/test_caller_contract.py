@@ -101,7 +101,7 @@ async def test_structured_output_through_a_forced_function_call(harness) -> None
     assert out.content == answer
     body = h.script.bodies[0]
     assert "response_format" not in body
-    assert body["tool_choice"] == {"type": "function", "function": {"name": "Sentiment"}}
+    assert body["tool_choice"] == "required" and len(body["tools"]) == 1  # the schema's function, forced
     assert body["tools"][0]["function"]["name"] == "Sentiment"
     assert body["tools"][0]["function"]["parameters"]["properties"]["label"]["enum"] == [
         "positive", "negative", "neutral"]
