@@ -324,6 +324,7 @@ async def test_a_bug_still_yields_one_error_record(harness) -> None:
     h = harness([completion("ok")], limiter=BrokenLimiter())
     out = await h.caller.complete(rec())
     assert isinstance(out, ErrorRecord) and out.error_type == "internal_error" and "limiter bug" in out.message
+    assert out.retryable  # a bug is worth a rerun once fixed: the same answer as the DoFn's crash path
 
 
 async def test_counters_and_deltas(harness) -> None:
