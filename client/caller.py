@@ -92,6 +92,7 @@ class _RecordState:
     start: float
     attempts: int = 0
     usage: Usage | None = None
+    last_answer: str | None = None  # the last answer that was re-asked (kept if a later attempt fails otherwise)
 
 
 def _rejected_token(exc: BaseException) -> str | None:
@@ -197,6 +198,7 @@ class ChatCaller:
                 return await retrying(self._attempt, request, messages, state, keep_truncated)
             except SchemaInvalid as exc:
                 self.counters.inc("parse_failures")
+                state.last_answer = exc.response_text
                 if reask == self.config.max_reasks:
                     raise
                 self.counters.inc("reasks")
@@ -314,6 +316,8 @@ class ChatCaller:
         self.counters.inc(f"error_{exc.error_type}")
         if state.usage is not None:  # what failed records spent (the summary's tokens include it and say so)
             self.counters.inc("error_tokens_total", state.usage.total_tokens)
+        if exc.response_text is None and state.last_answer is not None:
+            exc.response_text = state.last_answer  # e.g. a re-ask that then failed with a 5xx: keep the answer
         return error_record(exc, record=record, request_key=request.request_key if request else None,
                             attempts=state.attempts, usage=state.usage)
 

@@ -199,3 +199,11 @@ async def test_multi_turn_function_calling_messages_round_trip_unchanged(harness
                                                               "params": {"tools": [WEATHER]}}))
     assert isinstance(out, ResultRecord) and out.content == "It is 21 degrees in Oslo." and out.tool_calls is None
     assert h.script.bodies[0]["messages"] == messages
+
+
+async def test_an_answer_that_was_reasked_is_kept_when_the_reask_then_fails(harness) -> None:
+    server_error = httpx2.Response(500, json=[{"error": {"code": 500, "message": "boom", "status": "INTERNAL"}}])
+    h = harness([completion('{"name": "Standup"}', usage=USAGE), server_error], max_attempts=1)
+    out = await h.caller.complete(rec(schema="CalendarEvent"))
+    assert isinstance(out, ErrorRecord) and out.error_type == "server_error" and out.retryable
+    assert out.response_text == '{"name": "Standup"}' and out.usage.total_tokens == 26

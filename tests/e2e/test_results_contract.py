@@ -133,6 +133,7 @@ def test_on_truncation_error_keeps_the_text_and_the_usage(run_job):
     assert (err["id"], err["error_type"], err["retryable"]) == ("cut", "truncated", False)
     assert err["response_text"].startswith("Emulated answer") and err["usage"]["completion_tokens"] == 5
     s = summary(out)
+    assert (s["results"], s["errors"], s["errors_by_type"]) == (len(out.results), len(out.errors), {"truncated": 1})
     # Tokens count failed records too, and the summary says how many went to them.
     assert s["tokens"]["on_errors"] == err["usage"]["total_tokens"]
     assert s["tokens"]["total"] == sum(r["usage"]["total_tokens"] for r in out.results) + s["tokens"]["on_errors"]
