@@ -225,7 +225,7 @@ class ChatCaller:
     async def _send_once(self, request: ChatRequest, messages: list[dict[str, Any]],
                          state: _RecordState, keep_truncated: bool = False) -> ParsedCompletion:
         est = (request.est_prompt_tokens if messages is request.messages
-               else estimate_tokens(messages, request.schema, request.kwargs.get("tools")))
+               else estimate_tokens(messages, None if request.schema_via_tool else request.schema, request.tools))
         waited_from = self._clock()
         permit = await self.limiter.acquire(est)
         self.counters.inc("permit_wait_ms", round((self._clock() - waited_from) * 1000))
