@@ -12,12 +12,13 @@ own (``PipelineOptions.get_all_options`` / ``_warn_on_unknown_options``); only t
 
 from __future__ import annotations
 
+import argparse
 import difflib
 from typing import Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
-__all__ = ["check_known_options", "known_option_names"]
+__all__ = ["check_known_options", "help_text", "known_option_names", "wants_help"]
 
 _HELP = frozenset({"-h", "--help"})
 
@@ -44,6 +45,22 @@ def _parser() -> _RaisingParser:
 def known_option_names() -> list[str]:
     """Every ``--option`` chatbeam or a Beam/Dataflow PipelineOptions class declares."""
     return sorted({opt for action in _parser()._actions for opt in action.option_strings})  # noqa: SLF001
+
+
+def wants_help(argv: Sequence[str]) -> bool:
+    return bool(_HELP & set(argv))
+
+
+def help_text() -> str:
+    """``chatbeam --help``: chatbeam's own options by group (Beam's hundreds of options are accepted too)."""
+    from pipelines.options import ChatbeamOptions  # the job's options; imported here to keep this module small
+
+    parser = argparse.ArgumentParser(prog="chatbeam", add_help=False,
+                                     description="Run LLM prompts over datasets on Apache Beam (see README.md).",
+                                     epilog="Every standard Beam / Dataflow pipeline option (--runner, --project, "
+                                            "--region, --temp_location, --max_num_workers, ...) is accepted too.")
+    ChatbeamOptions._add_argparse_args(parser)  # noqa: SLF001 - Beam's own registration hook
+    return parser.format_help()
 
 
 def check_known_options(argv: Sequence[str], error: type[Exception] = ValueError) -> None:

@@ -31,7 +31,7 @@ from client.budget import BudgetConfig
 from client.config import Target
 from client.journal import JournalSettings
 from client.progress import ProgressSettings
-from pipelines.argv import check_known_options
+from pipelines.argv import check_known_options, help_text, wants_help
 from pipelines.local_emulator import EmulatorStartError, LocalEmulator
 from pipelines.nightly import normalize_argv
 from pipelines.options import EMULATOR_PROJECT, Plan, UsageError, validate
@@ -216,8 +216,12 @@ def _format_dry_run(t: dict) -> str:
 def main(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
+    argv = sys.argv[1:] if argv is None else argv
+    if wants_help(argv):
+        print(help_text())
+        return 0
     try:
-        result = run(sys.argv[1:] if argv is None else argv, wait=wait)
+        result = run(argv, wait=wait)
     except (UsageError, EmulatorStartError) as exc:
         print(f"chatbeam: error: {exc}", file=sys.stderr)
         return 2

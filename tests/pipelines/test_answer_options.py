@@ -83,3 +83,11 @@ def test_conflicts_and_bad_registry_modules_are_usage_errors(tmp_path) -> None:
         options("--schema_registry", "no_such_module_xyz")
     with pytest.raises(UsageError, match="unknown schema"):
         options("--schema", "NoSuchSchema")
+
+
+def test_help_lists_chatbeams_options_and_exits_0(capsys) -> None:
+    from pipelines.extract import main
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: chatbeam") and "--on_truncation" in out and "--max_cost_usd" in out
