@@ -1,4 +1,3 @@
-"""The core's shared test helpers (scripted transport, fake clock, ``harness``) live in tests/unit/conftest.py until
-the test layout is unified (issue 12); re-exported here so tests/client/ can use them."""
+"""The core's unit tests share the scripted Vertex double and fake clock of tests/unit (to be merged by issue 12)."""
 
-from tests.unit.conftest import anyio_backend, harness  # noqa: F401
+from tests.unit.conftest import anyio_backend, harness  # noqa: F401 - fixtures
