@@ -20,7 +20,7 @@
         ├── Truncated                  truncated           response  finish_reason "length" (see --on_truncation)
         ├── ContentFiltered            content_filtered    response  finish_reason "content_filter" / refusal
         ├── EmptyResponse              empty_response      response  no content where a schema was asked
-        ├── SchemaInvalid              schema_validation   validate  output / tool arguments not matching the schema
+        ├── SchemaInvalid              schema_validation   validate  output or tool arguments not matching a schema
         └── ReadError                  (stage read: the input was not a record; nothing was sent)
             ├── InvalidJson            invalid_json
             ├── InvalidEncoding        invalid_encoding

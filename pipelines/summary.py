@@ -103,8 +103,7 @@ def format_summary(s: Mapping[str, Any]) -> str:
         f"  tokens    prompt {t['prompt']:,}, completion {t['completion']:,}, reasoning {t['reasoning']:,}, "
         f"cached {t['cached']:,}" + (f" ({s['completion_tokens_per_result']:g} completion tokens per result)"
                                      if s.get("completion_tokens_per_result") else ""),
-        f"            tokens and cost count every answered attempt, failed records included "
-        f"({t.get('on_errors', 0):,} tokens on records that ended as errors)",
+        f"            (every answered attempt; failed records included: {t.get('on_errors', 0):,} tokens on errors)",
         f"  cost      ~${s['estimated_cost_usd']:.4f}" + (f" (prices as of {s['prices_as_of']})"
                                                         if s.get("prices_as_of") else ""),
         f"  requests  {s['http_requests']:,} HTTP requests for {s['records_called']:,} records, "

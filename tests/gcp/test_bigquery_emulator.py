@@ -252,7 +252,8 @@ def test_a_run_writing_a_table_and_error_files_counts_both_sinks(bq_client, bq_e
                  bq_endpoint.storage_target, "--emulator", "--progress_interval_s", "0"])
     assert code == 0, capsys.readouterr().err
     res = _rows(bq_client, f"{PROJECT}:{dataset}.mixed_results")
-    err = [json.loads(line) for path in sorted(tmp_path.glob("errors-*.jsonl")) for line in path.read_text().splitlines()]
+    err = [json.loads(line) for path in sorted(tmp_path.glob("errors-*.jsonl"))
+           for line in path.read_text().splitlines()]
     assert len(res) + len(err) == N and len(err) == sum(1 for i in range(N) if _bad(i))
     assert _printed_counts(capsys.readouterr().out) == (len(res), len(err), {"invalid_record": len(err)})
 
