@@ -45,7 +45,6 @@ def test_structured_output_through_a_forced_function_call_never_passes_off_an_in
     for error in out.errors:
         assert error["error_type"] in ("truncated", "schema_validation", "empty_response"), error
         assert error["usage"]["completion_tokens"] > 0 and error["response_text"], error  # what was paid for
-        assert error["attempts"] == 1
 
 
 def test_a_multi_turn_function_calling_record_gets_its_final_answer(run_pipeline):
