@@ -27,11 +27,16 @@ The limiter seam (client/limits.py implements it; a plain concurrency cap is use
 The budget seam (client/budget.py; optional): once per record, after the request is built and before its first
 attempt, ``hold = await budget.reserve(request)``; None means the budget is spent, and the record becomes a
 ``budget_exhausted`` error (retryable, nothing sent). ``hold.settle(usage)`` once the record is done.
+
+The tier seam (client/tiers.py): every attempt asks ``tiers.current()`` which service tier to use and sends its
+headers; the record reports the tier of its last attempt (``service_tier``), is priced at it, and is counted per
+tier (``tier_records_<tier>``). Without a selector every attempt uses ``config.service_tier``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import time
 from dataclasses import dataclass
@@ -51,9 +56,10 @@ from client.metrics import RunCounters
 from client.parsing import ParsedCompletion, StreamAssembler, parse_completion, usage_of
 from client.requests import ChatRequest, build_request, estimate_tokens
 from client.retry import RetryPolicy
+from client.tiers import TierPlan, TierSelector, tier_headers
 from schemas.records import ErrorRecord, InputRecord, ResultRecord, Usage, error_record
 
-__all__ = ["ChatCaller", "Limiter", "Permit"]
+__all__ = ["ChatCaller", "Limiter", "Permit", "utc_iso"]
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +96,17 @@ class _ConcurrencyLimiter:
 @dataclass
 class _RecordState:
     start: float
+    started_at: str | None = None  # wall-clock ISO-8601 UTC, for the run report's timeline
     attempts: int = 0
     usage: Usage | None = None
     last_answer: str | None = None  # the last answer that was re-asked (kept if a later attempt fails otherwise)
+    tier: str | None = None  # the service tier of the last attempt
+
+
+def utc_iso(epoch_s: float) -> str:
+    """``2025-01-31T02:13:07.412+00:00``: ISO-8601 in UTC with milliseconds (what ``started_at``/``finished_at``
+    hold; ``datetime.fromisoformat`` reads it back on every supported Python)."""
+    return datetime.datetime.fromtimestamp(epoch_s, datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _rejected_token(exc: BaseException) -> str | None:
@@ -110,15 +124,18 @@ class ChatCaller:
     def __init__(self, config: ClientConfig, *, http_client: httpx2.AsyncClient | None = None,
                  token_source: TokenSource | None = None, limiter: Limiter | None = None,
                  counters: RunCounters | None = None, budget: Budget | None = None,
+                 tiers: TierSelector | None = None,
                  sleep: Callable[[float], Awaitable[None] | None] = asyncio.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.config = config
+        self.tiers = tiers if tiers is not None else TierSelector(TierPlan(config.service_tier))
         self.tokens = token_source if token_source is not None else token_source_for(config.target)
         self.limiter = limiter if limiter is not None else _ConcurrencyLimiter(config.max_concurrency)
         self.counters = counters if counters is not None else RunCounters()
         self.budget = budget
         self.policy = RetryPolicy.from_config(config)
-        self._sleep, self._clock = sleep, clock
+        self._sleep, self._clock, self._wall_clock = sleep, clock, wall_clock
         timeout = httpx2.Timeout(config.request_timeout, connect=config.connect_timeout)
         self._owns_http = http_client is None
         if http_client is None:
@@ -147,7 +164,7 @@ class ChatCaller:
 
     async def complete(self, record: InputRecord) -> ResultRecord | ErrorRecord:
         """Never raises for a per-record problem: every failure becomes an ErrorRecord."""
-        state = _RecordState(start=self._clock())
+        state = _RecordState(start=self._clock(), started_at=utc_iso(self._wall_clock()))
         self.counters.inc("requests")
         request: ChatRequest | None = None
         hold: Hold | None = None
@@ -157,7 +174,7 @@ class ChatCaller:
             else:
                 request = build_request(record, self.config)
             if self.budget is not None:
-                hold = await self.budget.reserve(request)
+                hold = await self.budget.reserve(request, tier=self.tiers.current())
                 if hold is None:
                     raise BudgetExhausted(self.budget.exhausted_message())
             return self._result(record, request, await self._complete_truncation(request, state), state)
@@ -169,7 +186,8 @@ class ChatCaller:
             return self._error(record, request, internal, state)
         finally:
             if hold is not None:
-                hold.settle(state.usage)
+                hold.settle(state.usage, tier=state.tier)
+            self.tiers.record_done(state.tier)
 
     async def _complete_truncation(self, request: ChatRequest, state: _RecordState) -> ParsedCompletion:
         """The record's answer under ``on_truncation`` (see the module docstring)."""
@@ -230,10 +248,11 @@ class ChatCaller:
         permit = await self.limiter.acquire(est)
         self.counters.inc("permit_wait_ms", round((self._clock() - waited_from) * 1000))
         state.attempts += 1
+        state.tier = self.tiers.current()
         self.counters.inc("attempts")
         outcome, tokens_used = "error", None
         try:
-            completion = await self._call(request, messages)
+            completion = await self._call(request, messages, state.tier)
             outcome = "ok"
             usage = usage_of(getattr(completion, "usage", None))
             tokens_used = usage.total_tokens if getattr(completion, "usage", None) is not None else None
@@ -252,10 +271,12 @@ class ChatCaller:
                                 tools=request.tools, schema_via_tool=request.schema_via_tool,
                                 keep_truncated=keep_truncated)
 
-    async def _call(self, request: ChatRequest, messages: list[dict[str, Any]]) -> ChatCompletion:
+    async def _call(self, request: ChatRequest, messages: list[dict[str, Any]],
+                    tier: str = "standard") -> ChatCompletion:
         args = request.create_args(messages)
-        if self._extra_headers:
-            args["extra_headers"] = self._extra_headers
+        headers = {**(self._extra_headers or {}), **tier_headers(tier)}
+        if headers:
+            args["extra_headers"] = headers
         create = self._client.chat.completions.create
         if not self.config.stream:
             async with map_errors():
@@ -303,12 +324,14 @@ class ChatCaller:
         self.counters.inc("results")
         if parsed.finish_reason == "length":
             self.counters.inc("results_truncated")
+        self.counters.inc(f"tier_records_{state.tier}")
         return ResultRecord(
             id=record.id or "", request_key=request.request_key, model=parsed.model or request.model,
             content=parsed.content, thoughts=parsed.thoughts, parsed=parsed.parsed,
             finish_reason=parsed.finish_reason, usage=state.usage or parsed.usage, attempts=state.attempts,
             latency_ms=self._latency_ms(state), alternatives=parsed.alternatives, tool_calls=parsed.tool_calls,
-            metadata=record.metadata)
+            metadata=record.metadata, service_tier=state.tier, started_at=state.started_at,
+            finished_at=utc_iso(self._wall_clock()))
 
     def _error(self, record: InputRecord, request: ChatRequest | None, exc: ChatbeamError,
                state: _RecordState) -> ErrorRecord:
@@ -318,8 +341,11 @@ class ChatCaller:
             self.counters.inc("error_tokens_total", state.usage.total_tokens)
         if exc.response_text is None and state.last_answer is not None:
             exc.response_text = state.last_answer  # e.g. a re-ask that then failed with a 5xx: keep the answer
+        if state.tier is not None:
+            self.counters.inc(f"tier_records_{state.tier}")
         return error_record(exc, record=record, request_key=request.request_key if request else None,
-                            attempts=state.attempts, usage=state.usage)
+                            attempts=state.attempts, usage=state.usage, service_tier=state.tier,
+                            started_at=state.started_at, finished_at=utc_iso(self._wall_clock()))
 
 
 def _doubled_limit(request: ChatRequest, exc: Truncated) -> int | None:

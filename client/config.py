@@ -89,7 +89,8 @@ class ClientConfig:
     adaptive: bool = True  # AIMD: cut in-flight limit on 429/503, grow it on success
     media_root: str | None = None  # local files under this directory may be inlined as data URLs
     max_media_bytes: int = 20 * 1024 * 1024
-    # The results contract (README "Function calling", "Cut-off answers", "Output schemas"):
+    service_tier: str = "standard"  # standard | flex | priority: Vertex's tier headers (client/tiers.py)
+    # The results contract (README "Answers: function calling, structured output, cut-off answers"):
     tools: tuple[Any, ...] | None = None  # default `tools` (--tools FILE.json); a record's params.tools overrides
     tool_choice: Any = None  # default `tool_choice` (--tool_choice); a record's params.tool_choice overrides
     structured_output: Literal["json_schema", "tool"] = "json_schema"  # how a schema is asked (--structured_output)

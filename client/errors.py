@@ -9,7 +9,11 @@
     │   ├── StreamBroken               stream_broken       response  a stream that died after its 200
     │   ├── MalformedResponse          malformed_response  response  a 200 whose body is not a chat completion
     │   ├── BudgetExhausted            budget_exhausted    request   --max_cost_usd / --max_total_tokens reached
-    │   └── InternalError              internal_error      request   a bug in chatbeam; the record is kept
+    │   ├── InternalError              internal_error      request   a bug in chatbeam; the record is kept
+    │   ├── UnsupportedInBatch         unsupported_in_batch request  --mode batch: no native form (send online)
+    │   ├── BatchLineFailed            batch_line_failed   request   --mode batch: the job answered with an error
+    │   ├── BatchJobFailed             batch_job_failed    request   --mode batch: the job failed before answering
+    │   └── BatchJobCancelled          batch_job_cancelled request   --mode batch: the job was cancelled first
     └── PermanentError                 (the same request will fail again)
         ├── BadRequest                 bad_request         request   400, 409, 422, other 4xx; invalid params
         ├── AuthError                  auth_error          request   401 (after one forced refresh), bad credentials
@@ -59,11 +63,13 @@ import openai
 from client.constants import MAX_ERROR_MESSAGE_CHARS, RETRYABLE_STATUS
 
 __all__ = [
-    "ERROR_TYPES", "AuthError", "BadRequest", "BudgetExhausted", "ChatbeamError", "ConnectionFailed",
+    "ERROR_TYPES", "AuthError", "BadRequest", "BatchJobCancelled", "BatchJobFailed", "BatchLineFailed",
+    "BudgetExhausted", "ChatbeamError", "ConnectionFailed",
     "ContentFiltered", "EmptyResponse", "InternalError", "InvalidEncoding", "InvalidJson", "InvalidRecord",
     "MalformedResponse", "MediaError", "NotAnErrorRecord", "NotAnObject", "NotFound", "PermanentError",
     "PermissionDenied", "RateLimited", "ReadError", "RecordTooLarge", "RequestTimeout", "RetryableError",
-    "SchemaInvalid", "ServerError", "StreamBroken", "Truncated", "UnknownSchema", "error_class", "is_retryable",
+    "SchemaInvalid", "ServerError", "StreamBroken", "Truncated", "UnknownSchema", "UnsupportedInBatch", "error_class",
+    "is_retryable",
     "map_errors", "parse_retry_after", "redact", "register_secret", "translate",
 ]
 
@@ -170,6 +176,30 @@ class InternalError(RetryableError):
     error_type = "internal_error"
 
 
+class UnsupportedInBatch(RetryableError):
+    """``--mode batch``: the record cannot be written as a native batch line; it can still be sent online."""
+
+    error_type = "unsupported_in_batch"
+
+
+class BatchLineFailed(RetryableError):
+    """``--mode batch --batch_fallback error``: the job answered the line with an error."""
+
+    error_type = "batch_line_failed"
+
+
+class BatchJobFailed(RetryableError):
+    """``--mode batch --batch_fallback error``: the job failed or expired before answering the line."""
+
+    error_type = "batch_job_failed"
+
+
+class BatchJobCancelled(RetryableError):
+    """``--mode batch --batch_fallback error``: the job was cancelled before answering the line."""
+
+    error_type = "batch_job_cancelled"
+
+
 class BadRequest(PermanentError):
     error_type = "bad_request"
 
@@ -249,6 +279,7 @@ def _leaves(cls: type[ChatbeamError]) -> list[type[ChatbeamError]]:
 
 
 # error_type -> class, for every concrete type in the tree above (the README's error table lists exactly these).
+# A snapshot taken here: define every new error type in this module.
 ERROR_TYPES: dict[str, type[ChatbeamError]] = {
     cls.error_type: cls for cls in _leaves(ChatbeamError) if cls.error_type not in ("error", "read_error")}
 

@@ -52,7 +52,7 @@ from client.errors import BadRequest, MediaError
 from schemas.records import InputRecord, canonical_json
 from schemas.registry import OutputSchema, load_registry_modules, record_schema, resolve_schema
 
-__all__ = ["ChatRequest", "build_request", "check_tools", "estimate_tokens", "request_key"]
+__all__ = ["ChatRequest", "build_request", "check_tools", "estimate_tokens", "request_key", "request_schema"]
 
 # Keys the core itself controls; a record may not set them through params.
 _RESERVED = frozenset({"messages", "model", "stream", "stream_options", "extra_headers", "extra_query",
@@ -230,7 +230,7 @@ def _check_sendable(messages: list[dict[str, Any]], kwargs: dict[str, Any], extr
         raise BadRequest(f"the record cannot be sent as JSON (NaN, Infinity or invalid Unicode): {exc}") from None
 
 
-def _schema(record: InputRecord, config: ClientConfig) -> OutputSchema | None:
+def request_schema(record: InputRecord, config: ClientConfig) -> OutputSchema | None:
     """The record's schema (only names: UnknownSchema otherwise), else the run's --schema."""
     if record.schema_name:
         return record_schema(record.schema_name, run_schema=config.schema, registry_modules=config.schema_registry)
@@ -287,7 +287,7 @@ def build_request(record: InputRecord, config: ClientConfig) -> ChatRequest:
         extra_body["extra_body"] = {"google": google}
 
     check_tools(kwargs.get("tools"))
-    schema = _schema(record, config)
+    schema = request_schema(record, config)
     via_tool = schema is not None and config.structured_output == "tool"
     if via_tool:
         if kwargs.get("tools"):

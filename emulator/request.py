@@ -15,11 +15,12 @@ Usage::
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
 from emulator import tokens
-from emulator._json import dumps
+from emulator._json import canonical, dumps
 from emulator.errors import ApiError, invalid_argument
 from emulator.parts import parse_content
 from emulator.schema_refs import SchemaError, check_schema
@@ -50,7 +51,8 @@ class ChatRequest:
     """A validated request: the parts of the body the emulator acts on."""
 
     __slots__ = ("model", "n", "max_tokens", "stream", "include_usage", "format", "schema", "thinking",
-                 "words", "acks", "prompt_tokens", "extra_content", "stop", "calls", "last_role", "last_user")
+                 "words", "acks", "prompt_tokens", "extra_content", "stop", "calls", "last_role", "last_user",
+                 "answer_key")
 
     def __init__(self) -> None:
         self.model: str | None = None
@@ -69,6 +71,7 @@ class ChatRequest:
         self.calls: list[dict[str, Any]] = []  # the functions to call ({"name", "parameters"}), in order
         self.last_role: str | None = None  # role of the last message (no "auto" call right after a tool answer)
         self.last_user = ""  # text of the last user message
+        self.answer_key = ""  # seeds the answer: the request's meaning (model, texts, media), not its wire format
 
     @property
     def tool(self) -> dict[str, Any] | None:
@@ -90,7 +93,7 @@ def _int(body: dict[str, Any], key: str, low: int, high: int | None = None) -> i
     return value
 
 
-def _messages(req: ChatRequest, messages: Any) -> None:
+def _messages(req: ChatRequest, messages: Any) -> list[str]:
     if not isinstance(messages, list) or not messages:
         raise _fail("'messages' must be a non-empty list.")
     texts: list[str] = []
@@ -130,6 +133,7 @@ def _messages(req: ChatRequest, messages: Any) -> None:
     req.last_role = messages[-1].get("role")
     req.prompt_tokens += (tokens.REQUEST_OVERHEAD + tokens.MESSAGE_OVERHEAD * len(messages)
                           + tokens.count_text("\n".join(texts)))
+    return texts
 
 
 def _schema(schema: Any, what: str) -> None:
@@ -214,6 +218,14 @@ def _google(body: dict[str, Any]) -> dict[str, Any]:
     return {**(top or {}), **(nested or {})}
 
 
+def _effort_of_budget(budget: int | None) -> str:
+    """The thought length a budget buys, on the budgets Google maps ``reasoning_effort`` to for the OpenAI-compatible
+    API (low 1024, medium 8192, high 24576), so an effort sent as a native thinkingBudget thinks alike."""
+    if budget is None or budget <= 0:
+        return "medium"  # -1 is "dynamic"
+    return "minimal" if budget <= 512 else "low" if budget <= 1024 else "medium" if budget <= 8192 else "high"
+
+
 def _thinking(req: ChatRequest, body: dict[str, Any], can_think: bool, by_default: bool) -> None:
     google = _google(body)
     config = google.get("thinking_config")
@@ -239,7 +251,7 @@ def _thinking(req: ChatRequest, body: dict[str, Any], can_think: bool, by_defaul
     asked = include or budget not in (None, 0) or effort not in (None, "none")
     default = by_default and budget != 0 and effort != "none"
     if not effort:
-        effort = "high" if budget is not None and budget >= 4096 else "low" if budget and budget > 0 and budget < 256 else "medium"
+        effort = _effort_of_budget(budget)
     req.thinking = Thinking(can_think and (asked or default), include, budget if budget and budget > 0 else None,
                             marker.strip() if marker else None, effort)
 
@@ -253,7 +265,9 @@ def parse_chat(body: Any, *, can_think: bool = True, think_by_default: bool = Fa
     if model is not None and not isinstance(model, str):
         raise _fail("'model' must be a string.")
     req.model = model
-    _messages(req, body.get("messages"))
+    texts = _messages(req, body.get("messages"))
+    # The same question asked through the chat route, the native route or a batch job gets the same answer.
+    req.answer_key = hashlib.sha256(canonical([model, texts, req.acks])).hexdigest()
     req.n = _int(body, "n", 1, MAX_N) or 1
     req.max_tokens = _int(body, "max_completion_tokens", 1) or _int(body, "max_tokens", 1)
     stream = body.get("stream", False)

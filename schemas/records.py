@@ -191,6 +191,10 @@ class ResultRecord(BaseModel):
     alternatives: list[str] | None = None  # contents of choices 2..n when params.n > 1
     tool_calls: list[ToolCall] | None = None  # the answer's function calls (finish_reason "tool_calls")
     metadata: Any = None
+    # When the call step took the record and when it finished (ISO-8601 UTC, milliseconds): the run report's timeline.
+    started_at: str | None = None
+    finished_at: str | None = None
+    service_tier: str | None = None  # standard, flex or priority (online), batch (a batch prediction job)
 
 
 class ErrorRecord(BaseModel):
@@ -216,6 +220,10 @@ class ErrorRecord(BaseModel):
     response_text: str | None = None
     usage: Usage | None = None  # what the record's answered attempts cost (None when nothing was answered)
     metadata: Any = None
+    # Set by the call step (like ResultRecord's); None for errors written at read time, which never reached it.
+    started_at: str | None = None
+    finished_at: str | None = None
+    service_tier: str | None = None  # the tier of the last attempt; None when nothing was sent
 
 
 def unwritable(record: BaseModel) -> str | None:
@@ -236,12 +244,16 @@ def _writable_text(text: str) -> str:
 
 def error_record(exc: ChatbeamError, *, record: "InputRecord | Mapping[str, Any] | None" = None,
                  record_id: str | None = None, request_key: str | None = None, attempts: int = 0,
-                 usage: Usage | None = None, raw: str | None = None) -> ErrorRecord:
+                 usage: Usage | None = None, raw: str | None = None, service_tier: str | None = None,
+                 started_at: str | None = None, finished_at: str | None = None,
+                 retryable: bool | None = None) -> ErrorRecord:
     """The one way an ErrorRecord is built (caller, call DoFn crash path, read errors, dry run): ``error_type``,
     ``stage`` and ``retryable`` come from the error's class (client/errors.py), the message is redacted,
     ``response_text`` is what the model answered (when it did). ``record`` is the input record (an InputRecord, or
     the raw mapping of one that did not validate); ``raw`` the line when it was not a record (kept up to
-    RAW_KEEP_BYTES). The result is always writable: what cannot be written (``record``, ``metadata``) is dropped."""
+    RAW_KEEP_BYTES). ``retryable`` overrides the class's only where the caller knows a rerun path the class cannot
+    (a batch line that failed validation can still succeed online). The result is always writable: what cannot be
+    written (``record``, ``metadata``) is dropped."""
     if isinstance(record, InputRecord):
         record_id = record.id if record_id is None else record_id
         metadata, record_dict = record.metadata, record.to_json_dict()
@@ -257,8 +269,10 @@ def error_record(exc: ChatbeamError, *, record: "InputRecord | Mapping[str, Any]
     error = ErrorRecord(
         id=_writable_text(record_id) if record_id is not None else None, request_key=request_key,
         stage=exc.stage, error_type=exc.error_type, status_code=exc.status_code, status=exc.status,
-        message=_writable_text(redact(exc.message)), retryable=is_retryable(exc), attempts=attempts,
-        record=record_dict, raw=raw, response_text=exc.response_text, usage=usage, metadata=metadata)
+        message=_writable_text(redact(exc.message)),
+        retryable=is_retryable(exc) if retryable is None else retryable, attempts=attempts,
+        record=record_dict, raw=raw, response_text=exc.response_text, usage=usage, metadata=metadata,
+        service_tier=service_tier, started_at=started_at, finished_at=finished_at)
     if unwritable(error) is not None:
         error.record = error.metadata = None
         if error.response_text is not None and unwritable(error) is not None:

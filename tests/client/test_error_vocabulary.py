@@ -12,7 +12,7 @@ from client.errors import ERROR_TYPES, BudgetExhausted, InternalError, UnknownSc
 from schemas.records import InputRecord, Usage, error_record, parse_line, read_error
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-ROW = re.compile(r"^\| (read|request|response|validate) \| (.+?) \| (yes|no) \|", re.M)
+ROW = re.compile(r"^\| (read|request|response|validate) \| (.+?) \| (yes|no)[^|]*\|", re.M)
 
 
 def readme_table() -> dict[str, tuple[str, bool]]:
