@@ -93,3 +93,9 @@ class ClientConfig:
     max_media_bytes: int = 20 * 1024 * 1024
     max_response_bytes: int = MAX_RESPONSE_BYTES  # a larger answer is a response_too_large error, never held whole
     service_tier: str = "standard"  # standard | flex | priority: Vertex's tier headers (client/tiers.py)
+    # The results contract (README "Answers: function calling, structured output, cut-off answers"):
+    tools: tuple[Any, ...] | None = None  # default `tools` (--tools FILE.json); a record's params.tools overrides
+    tool_choice: Any = None  # default `tool_choice` (--tool_choice); a record's params.tool_choice overrides
+    structured_output: Literal["json_schema", "tool"] = "json_schema"  # how a schema is asked (--structured_output)
+    on_truncation: Literal["result", "error", "retry"] = "result"  # a cut-off answer (--on_truncation)
+    schema_registry: tuple[str, ...] = ()  # modules that register() schemas records may name (--schema_registry)

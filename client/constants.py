@@ -20,6 +20,8 @@ __all__ = [
     "REQUEST_KEY_CHARS",
     "RETRYABLE_STATUS",
     "THROTTLE_STATUS",
+    "TOOL_REASK_TEMPLATE",
+    "TRUNCATION_RETRY_MAX_TOKENS",
 ]
 
 # Honour server-directed delays (Retry-After, google.rpc.RetryInfo) up to two minutes, like the openai SDK.
@@ -50,3 +52,15 @@ REASK_TEMPLATE = (
     "Your previous answer did not match the JSON schema: {error}\n"
     "Reply again with only JSON that matches the schema."
 )
+
+# The tool message answering each call whose arguments did not match the function's parameters (the re-ask of a
+# tool call: every call of an assistant turn must be answered by a tool message before the model is asked again).
+TOOL_REASK_TEMPLATE = (
+    "Error: the arguments did not match the function's parameters schema: {error}\n"
+    "Call the function again with arguments that match the schema."
+)
+
+# --on_truncation retry: the one retry of a cut-off answer doubles the output limit up to this many tokens. 8192 is
+# the smallest maximum output of the Gemini 2.x models (2.0 Flash / Flash-Lite), so the retry never asks a model for
+# more than it can give; a request already at or above it is not retried.
+TRUNCATION_RETRY_MAX_TOKENS = 8192

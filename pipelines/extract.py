@@ -36,6 +36,7 @@ from client.scrub import install_log_redaction
 from client.telemetry import TelemetrySettings, telemetry_dir
 from pipelines.exit_codes import OK, USAGE, verdict
 from pipelines.help import print_beam_help, print_help, wants_help
+from pipelines.argv import check_known_options
 from pipelines.jobledger import ledger_summary, prepare_ledger
 from pipelines.local_emulator import EmulatorStartError, LocalEmulator
 from pipelines.nightly import normalize_argv
@@ -266,6 +267,7 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True):
         argv = normalize_argv(list(argv) if argv is not None else sys.argv[1:])
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    check_known_options(argv, UsageError)  # a misspelt option is an error before any work, not a Beam warning
     options = PipelineOptions(argv)
     plan = validate(options)
     try:

@@ -20,12 +20,12 @@ from client.batch_run import BatchSettings
 from client.config import ClientConfig, Target
 from client.scrub import split_userinfo
 from client.tiers import TierPlan
+from pipelines.answer_options import add_answer_arguments, answer_settings
 from pipelines.jobledger import add_ledger_arguments
 from pipelines.modes import Modes, add_mode_arguments, validate_modes
 from pipelines.nightly import NightlyPlan, add_nightly_arguments, parse_run_date, validate_nightly, with_run_date
 from pipelines.reliability import ReliabilityPlan, add_reliability_arguments, check_numbers, check_paths
 from schemas.records import DEFAULT_MAX_RECORD_BYTES
-from schemas.registry import UnknownSchema, resolve_schema
 from transforms.bigquery import BigQueryIO, add_bigquery_arguments
 
 __all__ = ["ChatbeamOptions", "Plan", "UsageError", "validate"]
@@ -70,7 +70,8 @@ class ChatbeamOptions(PipelineOptions):
         req.add_argument("--params", default="{}", help='default params as JSON, e.g. \'{"temperature": 0}\'')
         req.add_argument("--temperature", type=float)
         req.add_argument("--max_tokens", type=int)
-        req.add_argument("--schema", help="output schema: a registry name, module:Class, or a JSON-schema file")
+        req.add_argument("--schema", help="output schema for every record: a registry name, module:Class, or a "
+                                          "JSON-schema file (records may name only registry schemas or this one)")
         req.add_argument("--stream", action="store_true", help="stream responses and assemble them")
         req.add_argument("--thinking_budget", type=int, help="extra_body.google.thinking_config.thinking_budget")
         req.add_argument("--include_thoughts", action="store_true",
@@ -99,6 +100,7 @@ class ChatbeamOptions(PipelineOptions):
                             help="re-ask turns after a schema-invalid answer (default 1)")
 
         # In the README's order (chatbeam --help shows the groups this way).
+        add_answer_arguments(parser)
         add_reliability_arguments(parser)
         add_mode_arguments(parser)
         add_ledger_arguments(parser)
@@ -254,11 +256,10 @@ def validate(options: PipelineOptions) -> Plan:
     if "reasoning_effort" in params and "thinking_config" in google:
         raise UsageError("--reasoning_effort and thinking options (--thinking_budget/--include_thoughts) "
                          "cannot be combined: Vertex rejects requests that carry both")
-    if o.schema:
-        try:
-            resolve_schema(o.schema)
-        except UnknownSchema as exc:
-            raise UsageError(str(exc)) from None
+    try:
+        answers = answer_settings(o)  # --tools, --tool_choice, --structured_output, --on_truncation, schemas
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     modes = _modes(o, options, target)
     if modes.mode == "batch" and o.model and not o.model.startswith("google/gemini-"):
         raise UsageError(f"--mode batch sends Gemini's native format: --model {o.model} is not a google/gemini-* "
@@ -286,7 +287,7 @@ def validate(options: PipelineOptions) -> Plan:
         adaptive=not o.no_adaptive_throttling,
         media_root=os.path.realpath(o.media_root) if o.media_root else None,
         max_response_bytes=o.max_response_bytes,
-        service_tier=o.service_tier,
+        service_tier=o.service_tier, **answers,
     )
     return Plan(input=with_run_date(o.input, run_date) or "", output=output, errors=errors,
                 num_shards=o.num_shards, max_record_bytes=o.max_record_bytes, client=client, emulator=o.emulator,

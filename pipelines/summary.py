@@ -63,12 +63,15 @@ def build_summary(counters: Mapping[str, int], *, run_date: str, wall_s: float, 
         "run_date": run_date,
         "records_read": read,
         "results": c("results_written"),
+        "results_truncated": c("results_written_truncated"),  # results cut off (finish_reason "length")
         "errors": c("errors_written"),
         "errors_by_type": errors_by_type,
         "resumed": c("resume_skipped"),
         "replay_skipped": c("replay_skipped"),
         "tokens": {"prompt": c("tokens_prompt"), "completion": c("tokens_completion"),
-                   "reasoning": c("tokens_reasoning"), "cached": c("tokens_cached"), "total": c("tokens_total")},
+                   "reasoning": c("tokens_reasoning"), "cached": c("tokens_cached"), "total": c("tokens_total"),
+                   # Tokens and cost count every answered attempt, those of records that ended as errors too:
+                   "on_errors": c("error_tokens_total")},
         # What to give --est_output_tokens next time (results of this run's calls only).
         "completion_tokens_per_result": round(c("tokens_completion") / c("results"), 1) if c("results") else None,
         "estimated_cost_usd": round(c("cost_nano_usd") / NANO, 6),
@@ -133,7 +136,8 @@ def format_summary(s: Mapping[str, Any]) -> str:
     lines = [
         f"chatbeam run {s['run_date']}: {s['records_read']:,} records read in {s['wall_seconds']:.1f} s "
         f"({s['records_per_second'] or 0:,.1f} records/s)",
-        f"  results   {s['results']:,}",
+        f"  results   {s['results']:,}" + (f" ({s['results_truncated']:,} cut off: finish_reason length)"
+                                             if s.get("results_truncated") else ""),
         f"  errors    {s['errors']:,}" + (f" ({errors})" if errors else ""),
     ]
     if s.get("resumed"):
@@ -148,6 +152,7 @@ def format_summary(s: Mapping[str, Any]) -> str:
         f"  tokens    prompt {t['prompt']:,}, completion {t['completion']:,}, reasoning {t['reasoning']:,}, "
         f"cached {t['cached']:,}" + (f" ({s['completion_tokens_per_result']:g} completion tokens per result)"
                                      if s.get("completion_tokens_per_result") else ""),
+        f"            (every answered attempt; failed records included: {t.get('on_errors', 0):,} tokens on errors)",
         f"  cost      ~${s['estimated_cost_usd']:.4f}" + (f" (prices as of {s['prices_as_of']})"
                                                         if s.get("prices_as_of") else ""),
     ]

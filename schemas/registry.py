@@ -1,11 +1,17 @@
 """Output schemas: resolve a name, a ``module:Class`` or a JSON-schema file into one OutputSchema.
 
     >>> schema = resolve_schema("CalendarEvent")            # a bundled registry entry
-    >>> schema = resolve_schema("myproject.models:Invoice")  # any importable pydantic model
-    >>> schema = resolve_schema("schemas/invoice.json")      # a JSON-schema file
+    >>> schema = resolve_schema("myproject.models:Invoice")  # any importable pydantic model (run options only)
+    >>> schema = resolve_schema("schemas/invoice.json")      # a JSON-schema file (run options only)
     >>> schema.response_format()["type"]
     'json_schema'
     >>> schema.validate_json('{"name": "x", "date": "y", "participants": []}')  # -> a plain dict, or SchemaMismatch
+    >>> record_schema("Invoice", run_schema=None, registry_modules=("myproject.schemas",))  # what a record may name
+
+Who may name what: only the run's own options name code or files (``--schema module:Class`` / ``path.json``,
+``--schema_registry MODULE``, a module that calls ``register()`` when imported). A record's ``schema`` is looked up
+by ``record_schema`` among names only — the registry (bundled + registered by the run's modules) and the run's own
+``--schema`` — and anything else is ``UnknownSchema``: nothing an input line names is ever imported or read.
 
 Resolution happens at the CLI before the run (so a typo is a CLI error, not a million error records) and again in
 each worker's ``setup()``; an OutputSchema itself is never pickled, only its spec string.
@@ -18,22 +24,20 @@ import json
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import jsonschema
 from pydantic import BaseModel, ValidationError
 
+from client.errors import UnknownSchema
 from schemas import examples
 
-__all__ = ["REGISTRY", "OutputSchema", "SchemaMismatch", "UnknownSchema", "register", "resolve_schema"]
+__all__ = ["REGISTRY", "OutputSchema", "SchemaMismatch", "UnknownSchema", "load_registry_modules", "record_schema",
+           "register", "resolve_schema"]
 
 REGISTRY: dict[str, type[BaseModel]] = {
     name: getattr(examples, name) for name in examples.__all__
 }
-
-
-class UnknownSchema(ValueError):
-    """The spec names no registry entry, importable model or readable JSON-schema file."""
 
 
 class SchemaMismatch(ValueError):
@@ -41,7 +45,7 @@ class SchemaMismatch(ValueError):
 
 
 def register(name: str, model: type[BaseModel]) -> None:
-    """Add a pydantic model to the registry under ``name`` (call from a module imported by ``--schema_module``)."""
+    """Add a pydantic model to the registry under ``name`` (call it from a module named by ``--schema_registry``)."""
     REGISTRY[name] = model
 
 
@@ -157,6 +161,18 @@ class OutputSchema:
     def response_format(self) -> dict[str, Any]:
         return {"type": "json_schema", "json_schema": {"name": self.name, "strict": True, "schema": self.json_schema}}
 
+    def tool(self) -> dict[str, Any]:
+        """The schema as one function to call (``--structured_output tool``): its parameters are the schema."""
+        return {"type": "function", "function": {
+            "name": self.name, "description": f"Record the answer as a {self.name} object.",
+            "parameters": self.json_schema}}
+
+    def tool_choice(self) -> str:
+        """Forces the call of ``tool()``: ``"required"`` with ``tool()`` as the only tool. The named form
+        (``{"type": "function", "function": {"name": ...}}``) means the same to OpenAI and Gemini, but llama-server
+        reads only the strings and takes an object for ``auto``."""
+        return "required"
+
     def validate_json(self, text: str) -> Any:
         """Parse and validate model output; returns plain JSON data or raises SchemaMismatch."""
         if self.model is not None:
@@ -230,3 +246,39 @@ def _from_file(path: str) -> OutputSchema:
         raise UnknownSchema(f"{path!r}: {problem}")
     name = schema.get("title") or Path(path).stem
     return OutputSchema(str(name), schema)
+
+
+@lru_cache(maxsize=64)
+def _import_registry_module(module: str) -> None:
+    try:
+        importlib.import_module(module)
+    except Exception as exc:  # noqa: BLE001 - any failure of the run's own module is reported as a bad option
+        raise UnknownSchema(f"--schema_registry {module!r} cannot be imported: {type(exc).__name__}: {exc}") from None
+
+
+def load_registry_modules(modules: Sequence[str]) -> None:
+    """Import the run's ``--schema_registry`` modules (once per process); each registers its models when imported.
+    Only the run's own options reach here, never a record."""
+    for module in modules:
+        _import_registry_module(module)
+
+
+def record_schema(name: str, *, run_schema: str | None = None, registry_modules: Sequence[str] = ()) -> OutputSchema:
+    """The schema a record's ``schema`` field names: a registry name (bundled, or registered by the run's
+    ``--schema_registry`` modules) or the run's own ``--schema`` (its spec, or the name it resolves to).
+
+    Input data never names code or files: a ``module:Class`` or a path in a record is UnknownSchema, and nothing it
+    names is imported or read."""
+    if name not in REGISTRY and registry_modules:
+        load_registry_modules(tuple(registry_modules))
+    if name in REGISTRY:
+        return resolve_schema(name)
+    if run_schema:
+        if name == run_schema.strip():
+            return resolve_schema(run_schema)
+        declared = resolve_schema(run_schema)
+        if name == declared.name:
+            return declared
+    known = ", ".join(sorted(REGISTRY) + ([run_schema] if run_schema and run_schema not in REGISTRY else []))
+    raise UnknownSchema(f"unknown schema {name!r}: a record may name only a registry schema or the run's --schema "
+                        f"({known}); declare others with --schema_registry MODULE")
