@@ -134,6 +134,7 @@ async def test_usage_of_answered_attempts_is_kept_when_the_deadline_passes(harne
     out = await complete(h)
     assert isinstance(out, ErrorRecord) and out.error_type == "timeout" and out.attempts == 2
     assert budget.spent_tokens == 43  # the first (answered, re-asked) attempt is still charged
+    assert out.usage.total_tokens == 43 and out.response_text == "not json"  # and the record says what it paid for
 
 
 async def test_a_fast_answer_is_unaffected(harness):
