@@ -15,7 +15,9 @@ from typing import Sequence
 
 __all__ = ["SUBCOMMANDS", "main"]
 
-SUBCOMMANDS: dict[str, str] = {}
+SUBCOMMANDS: dict[str, str] = {
+    "report": "pipelines.report:main",  # chatbeam report RESULTS_PREFIX [ERRORS_PREFIX]: the run report page
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

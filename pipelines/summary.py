@@ -21,14 +21,17 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 
-__all__ = ["build_summary", "chatbeam_counters", "count_input_lines", "format_summary", "read_json", "write_json"]
+__all__ = ["build_summary", "chatbeam_counters", "count_input_lines", "count_records", "format_summary", "read_json",
+           "write_json"]
 
 NAMESPACE = "chatbeam"
 NANO = 1e9
 COUNT_LINES_MAX_BYTES = 256 * 1024 * 1024  # above this, counting input lines for the progress total isn't worth it
+GZIP_RATIO = 8  # JSONL compresses about this well
 
 
 def chatbeam_counters(result: Any) -> dict[str, int]:
@@ -60,12 +63,15 @@ def build_summary(counters: Mapping[str, int], *, run_date: str, wall_s: float, 
         "run_date": run_date,
         "records_read": read,
         "results": c("results_written"),
+        "results_truncated": c("results_written_truncated"),  # results cut off (finish_reason "length")
         "errors": c("errors_written"),
         "errors_by_type": errors_by_type,
         "resumed": c("resume_skipped"),
         "replay_skipped": c("replay_skipped"),
         "tokens": {"prompt": c("tokens_prompt"), "completion": c("tokens_completion"),
-                   "reasoning": c("tokens_reasoning"), "cached": c("tokens_cached"), "total": c("tokens_total")},
+                   "reasoning": c("tokens_reasoning"), "cached": c("tokens_cached"), "total": c("tokens_total"),
+                   # Tokens and cost count every answered attempt, those of records that ended as errors too:
+                   "on_errors": c("error_tokens_total")},
         # What to give --est_output_tokens next time (results of this run's calls only).
         "completion_tokens_per_result": round(c("tokens_completion") / c("results"), 1) if c("results") else None,
         "estimated_cost_usd": round(c("cost_nano_usd") / NANO, 6),
@@ -76,12 +82,52 @@ def build_summary(counters: Mapping[str, int], *, run_date: str, wall_s: float, 
         "status_429": c("status_429"),
         "throttled_seconds": c("cumulativeThrottlingSeconds"),
         "checkpoint_write_failures": c("checkpoint_write_failures"),  # > 0: a resume would redo those records
+        "breaker_opened": c("breaker_opened"),  # times the circuit breaker opened (client/breaker.py)
+        "breaker_refused": c("breaker_refused"),  # records it turned into errors without sending them
         "wall_seconds": round(wall_s, 3),
         "records_per_second": round(read / wall_s, 2) if wall_s > 0 else None,
     }
     if budget:
         summary["budget"] = dict(budget)
+    summary.update(_tiers_and_batch(counters))
     return summary
+
+
+def _tiers_and_batch(counters: Mapping[str, int]) -> dict[str, Any]:
+    """``tiers``: records finished and their estimated cost per service tier (standard, flex, priority, batch);
+    ``batch``: jobs by final state and what became of their lines (present when batch jobs ran)."""
+    out: dict[str, Any] = {}
+    records = _by_prefix(counters, "tier_records_")
+    costs = _by_prefix(counters, "tier_cost_nano_usd_")
+    if records:
+        out["tiers"] = {tier: {"records": records.get(tier, 0), "cost_usd": round(costs.get(tier, 0) / NANO, 6)}
+                        for tier in sorted(set(records) | set(costs))}
+    if counters.get("batch_jobs") or counters.get("batch_lines"):
+        c = {k: int(counters.get(k, 0)) for k in ("batch_jobs", "batch_lines", "batch_lines_answered",
+                                                   "batch_lines_failed", "batch_lines_missing", "batch_fallback_online",
+                                                   "batch_budget_refused", "batch_unmapped_lines")}
+        out["batch"] = {"jobs": c["batch_jobs"], "jobs_by_state": _by_prefix(counters, "batch_jobs_"),
+                        "lines": c["batch_lines"], "answered": c["batch_lines_answered"],
+                        "failed_lines": c["batch_lines_failed"], "missing_lines": c["batch_lines_missing"],
+                        "finished_online": c["batch_fallback_online"],
+                        "finished_online_by_reason": _by_prefix(counters, "batch_fallback_") or {},
+                        "budget_refused": c["batch_budget_refused"], "unmapped_output_lines": c["batch_unmapped_lines"]}
+        out["batch"]["finished_online_by_reason"].pop("online", None)
+    return out
+
+
+def _format_tiers_and_batch(s: Mapping[str, Any]) -> list[str]:
+    lines = []
+    if s.get("tiers") and set(s["tiers"]) != {"standard"}:
+        lines.append("  tiers     " + ", ".join(f"{tier} {row['records']:,} records ~${row['cost_usd']:.4f}"
+                                              for tier, row in s["tiers"].items()))
+    b = s.get("batch")
+    if b:
+        states = ", ".join(f"{k} {v}" for k, v in b["jobs_by_state"].items())
+        lines.append(f"  batch     {b['jobs']:,} job(s) ({states}), {b['lines']:,} lines: {b['answered']:,} answered, "
+                     f"{b['failed_lines']:,} failed, {b['missing_lines']:,} missing; {b['finished_online']:,} "
+                     "finished online")
+    return lines
 
 
 def format_summary(s: Mapping[str, Any]) -> str:
@@ -90,24 +136,58 @@ def format_summary(s: Mapping[str, Any]) -> str:
     lines = [
         f"chatbeam run {s['run_date']}: {s['records_read']:,} records read in {s['wall_seconds']:.1f} s "
         f"({s['records_per_second'] or 0:,.1f} records/s)",
-        f"  results   {s['results']:,}",
+        f"  results   {s['results']:,}" + (f" ({s['results_truncated']:,} cut off: finish_reason length)"
+                                             if s.get("results_truncated") else ""),
         f"  errors    {s['errors']:,}" + (f" ({errors})" if errors else ""),
     ]
     if s.get("resumed"):
         lines.append(f"  resumed   {s['resumed']:,} records already done (not called again)")
+    if s.get("replay_skipped"):
+        lines.append(f"  replay    {s['replay_skipped']:,} permanent errors of the replayed files skipped (a rerun "
+                     "would fail them again; they stay in the earlier run's errors)")
+    if s.get("breaker_refused"):
+        lines.append(f"  breaker   {s['breaker_refused']:,} records not sent: every recent request failed the same "
+                     "way (retryable: --replay_errors after the fix)")
     lines += [
         f"  tokens    prompt {t['prompt']:,}, completion {t['completion']:,}, reasoning {t['reasoning']:,}, "
         f"cached {t['cached']:,}" + (f" ({s['completion_tokens_per_result']:g} completion tokens per result)"
                                      if s.get("completion_tokens_per_result") else ""),
+        f"            (every answered attempt; failed records included: {t.get('on_errors', 0):,} tokens on errors)",
         f"  cost      ~${s['estimated_cost_usd']:.4f}" + (f" (prices as of {s['prices_as_of']})"
                                                         if s.get("prices_as_of") else ""),
-        f"  requests  {s['http_requests']:,} HTTP requests for {s['records_called']:,} records, "
-        f"{s['retries']:,} retries, {s['status_429']:,} answered 429, throttled {s['throttled_seconds']:,} s",
     ]
+    if s["records_called"] or not s.get("batch"):  # a batch run with nothing finished online sent no HTTP requests
+        lines.append(f"  requests  {s['http_requests']:,} HTTP requests for {s['records_called']:,} records, "
+                     f"{s['retries']:,} retries, {s['status_429']:,} answered 429, throttled "
+                     f"{s['throttled_seconds']:,} s")
+    lines += _format_tiers_and_batch(s)
+    if s.get("budget"):
+        lines.append(_budget_line(s["budget"]))
+    for reason in s.get("failures") or ():
+        lines.append(f"  FAILED    {reason}")
     if s.get("checkpoint_write_failures"):
         lines.append(f"  WARNING   {s['checkpoint_write_failures']:,} checkpoint files could not be written "
                      "(the outputs are complete; a --resume would redo those records)")
     return "\n".join(lines)
+
+
+def _budget_line(b: Mapping[str, Any]) -> str:
+    """One line: the job-wide caps, what the whole job spent against them, and the ledger's view."""
+    caps = []
+    if b.get("max_total_tokens") is not None:
+        caps.append(f"{b['spent_tokens']:,} of {b['max_total_tokens']:,} tokens ({b['tokens_used_pct']:g} %)")
+    if b.get("max_cost_usd") is not None:
+        caps.append(f"${b['spent_usd']:.4f} of ${b['max_cost_usd']:g} ({b['cost_used_pct']:g} %)")
+    rates = [f"--{k} {b[k]:g}" for k in ("rpm", "tpm") if b.get(k)]
+    text = "  budget    whole job: " + (", ".join(caps) if caps else "no cap")
+    if b.get("budget_exhausted"):
+        text += f", {b['budget_exhausted']:,} records budget_exhausted"
+    if rates:
+        text += f"; {' '.join(rates)} shared"
+    if "leases" in b:
+        text += (f"; ledger {b['ledger']} ({b['processes']} processes, {b['leases']} leases, "
+                 f"{b['reclaims']} reclaimed)")
+    return text
 
 
 def write_json(path: str, data: Any) -> None:
@@ -121,17 +201,34 @@ def read_json(path: str) -> Any:
         return json.loads(fh.read().decode("utf-8"))
 
 
+def count_records(pattern: str) -> int | None:
+    """Non-empty lines in the input files, local or gs:// (for --deadline's projection); None if unreadable."""
+    try:
+        files = FileSystems.match([pattern])[0].metadata_list
+        total = 0
+        for f in files:
+            with FileSystems.open(f.path) as fh:
+                total += sum(1 for line in fh if line.strip())
+        return total
+    except Exception:  # noqa: BLE001 - without a total the escalation only acts at the deadline itself
+        return None
+
+
 def count_input_lines(pattern: str, max_bytes: int = COUNT_LINES_MAX_BYTES) -> int | None:
     """Non-empty lines in local input files (for the progress total), or None when the input is remote or big."""
     try:
         files = FileSystems.match([pattern])[0].metadata_list
     except Exception:  # noqa: BLE001 - a progress total is a nicety; the real input check happens elsewhere
         return None
-    if not files or any("://" in f.path for f in files) or sum(f.size_in_bytes for f in files) > max_bytes:
+    # A compressed file (.gz, .bz2, ...) is counted after decompression, as ReadFromText reads it; its size on disk
+    # understates the work, so it counts GZIP_RATIO times against the limit.
+    compressed = [CompressionTypes.detect_compression_type(f.path) != CompressionTypes.UNCOMPRESSED for f in files]
+    size = sum(f.size_in_bytes * (GZIP_RATIO if c else 1) for f, c in zip(files, compressed))
+    if not files or any("://" in f.path for f in files) or size > max_bytes:
         return None
     total = 0
     for f in files:
-        with open(f.path, "rb") as fh:
-            total += sum(1 for line in fh if line.strip())
+        with FileSystems.open(f.path) as fh:  # CompressionTypes.AUTO: by the file's extension, like the reader
+            total += sum(1 for line in iter(fh.readline, b"") if line.strip())
     return total
 
