@@ -1,7 +1,7 @@
 """Many independent limiters against one sliding-window quota, in virtual time: explore policies in seconds.
 
     python bench/limiter_sim.py                                   # every candidate, every scenario, table
-    python bench/limiter_sim.py --candidates current,shared --scenarios n16,halve --seeds 3
+    python bench/limiter_sim.py --candidates v1,new --scenarios n16,halve --seeds 3
 
 Each simulated process is a real ``RequestLimiter`` (or a candidate subclass) on one virtual-time asyncio loop,
 with the caller's behaviour around it: up to 2 x max_concurrency records pending (the DoFn's window), an attempt
@@ -267,7 +267,7 @@ class FixedDepth(RequestLimiter):
 
 
 class NoAdditive(RequestLimiter):
-    """The new policy without the additive part of the increase (multiplicative only)."""
+    """The new policy without the AI_STEP / W part of the increase (multiplicative only)."""
 
     def _grow(self) -> None:
         if self._slow_start:
@@ -279,7 +279,7 @@ class NoAdditive(RequestLimiter):
 
 
 class ScaledStep(FixedDepth):
-    """x0.95 cuts, the step scaled down by the recent 429 share: x min(1, (0.4 % / share)^2)."""
+    """x0.95 cuts; instead, the step is scaled down by the recent 429 share: x min(1, (0.4 % / share)^2)."""
 
     def _grow(self) -> None:
         if self._slow_start:
@@ -287,7 +287,7 @@ class ScaledStep(FixedDepth):
         else:
             share = self.recent_429_share
             scale = 1.0 if share <= limits.CROWD_REF else (limits.CROWD_REF / share) ** 2
-            self._cwnd += scale * (limits.MI_STEP + limits.AI_STEP / max(self._cwnd, 1.0))
+            self._cwnd += scale * (limits.MI_STEP + limits.AI_STEP / max(self._cwnd, limits.SMALL_WINDOW) ** 2)
             self._grew_since_cut = True
         self._cwnd = min(self._cwnd, float(self.max_concurrency))
 
@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--candidates", default="v1,v1+sre1.1,fixed_depth,scaled_step,mi_only,new")
     p.add_argument("--scenarios", default="n1,n4,n8,n16,halve,join")
-    p.add_argument("--seeds", type=int, default=2, help="runs per cell; the table shows medians")
+    p.add_argument("--seeds", type=int, default=3, help="runs per cell; the table shows medians")
     p.add_argument("--duration", type=float, default=90.0, help="seconds of work at full capacity (nN scenarios)")
     p.add_argument("--stall_ms", type=float, default=5.0, help="mean scheduling noise per admission")
     p.add_argument("--jitter", type=float, default=0.1, help="latency jitter, +/- fraction")

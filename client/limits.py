@@ -36,41 +36,49 @@ quota pool without knowing of each other (one job's workers, or several jobs of 
 process's window (requests in flight; it may be fractional):
 
 * **Slow start.** ``W`` starts at ``initial_limit`` (default 2) and grows by one per success — it doubles every
-  round trip — until the first throttle (or ``max_concurrency``), which halves it. A small start keeps a job of many
-  processes from opening with a burst of ``processes × initial`` requests; doubling reaches a single process's
-  share in a few round trips anyway.
-* **Pacing.** Once a throttle has shown where the pool is, admissions are spaced ``rtt / W`` apart (the rate ``W``
-  sustains, kept on schedule) and at most ``ceil(W)`` are in flight. The pool is a rate, so the process sends at a
-  steady rate: the slots freed by fast 429s don't refill in a clump, and a window below one request works (one
-  request every ``rtt / W``), which a share of a crowded pool needs.
-* **Increase.** Each success adds ``MI_STEP + AI_STEP / W``: about ``MI_STEP × W + AI_STEP`` per round trip, a
-  slow multiplicative part (doubling in ~140 round trips) for large windows and an additive part that makes
-  processes of unequal windows converge to equal shares (the multiplicative part alone keeps their ratio). Growth
-  needs the process to have been held back by its window while the attempt was in flight, so an idle or
-  RPM-bound process doesn't build up a window it never tested.
+  round trip — until the first throttle (or ``max_concurrency``). A small start keeps a job of many processes
+  from opening with a burst of ``processes × initial`` requests; doubling reaches a lone process's share in a few
+  round trips anyway. The throttle that ends it halves ``W`` (doubling overshoots by up to 2×) — or keeps 0.8 × the
+  window that the rate this process got admitted over the last ``max(rtt, cooldown_s)`` needs, when that is more:
+  a quota pool refuses once its window is full, so that rate is this process's part of a full pool, and after a
+  small overshoot halving would leave half the pool unused for a long time. Attempts of that span the pool then
+  refuses take their part back, down to the halved window (a 429 storm is not a full window).
+* **Pacing.** Once a throttle has shown where the pool is, admissions are spaced ``rtt / W`` apart (kept on
+  schedule, banking at most one interval) and at most ``ceil(W)`` are in flight. The pool is a rate, so each
+  process sends at a steady rate: the slots freed by fast 429s don't refill in a clump, and a window below one
+  works (one request every ``rtt / W``), which a share of a crowded pool needs.
+* **Increase.** Each success adds ``MI_STEP + AI_STEP / W²``: about ``MI_STEP × W + AI_STEP / W`` per round trip,
+  a multiplicative part (+0.5 % per round trip) that lets a large window find a larger pool, and a part that is
+  larger the smaller the window, so unequal shares converge (the multiplicative part alone keeps their ratio) and
+  sixteen small windows don't probe sixteen times as hard as one large one. While this process's 429s are rarer
+  than ``CROWD_REF`` the step is multiplied by up to ``MAX_BOOST`` (the pool has room it hasn't found: capacity rose,
+  or processes left). Growth needs the window to be what holds the process back — the admission waited for a slot
+  or brought in flight within one of ``W`` — so an idle or RPM-bound process doesn't build up an untested window.
 * **Decrease, deeper when the pool is crowded.** A ``"throttled"`` outcome (429/503) multiplies ``W`` by
   ``1 - depth``. One overload produces many 429s, so a throttle on a permit acquired before the latest cut is
   ignored, and cuts are at least ``max(rtt, cooldown_s)`` apart (default 1 s: a quota window remembers an overload
-  for about that long). ``depth`` follows this process's recent 429 share ``p`` (its attempts answered 429,
-  exponentially weighted over ~40 s): ``depth = 0.05 × (p / 0.4 %)²``, between ``1 - backoff`` (0.05) and 0.8.
-  If no success has grown the window since the previous cut — a 429 storm, or capacity that fell — the cut
-  deepens each time in a row (0.95, 0.90, 0.81, 0.66, then 0.5) when that is deeper.
+  for about that long). ``depth`` follows this process's recent 429 share ``p`` (the share of its attempts
+  answered 429, exponentially weighted over ~40 s): ``depth = 0.05 × (p / CROWD_REF)²`` with ``CROWD_REF`` 0.4 %,
+  between ``1 - backoff`` (0.05) and ``MAX_DEPTH`` (0.5). If no success has grown the window since the previous
+  cut — a 429 storm, or capacity that fell — the cut deepens each time in a row (0.95, 0.90, 0.81, 0.66, then 0.5)
+  when that is deeper.
 
 Why the depth follows the 429 share. With ``N`` processes sharing a pool of ``C`` requests in flight, each has
-``W ≈ C / N``; each success adds ``g ≈ (MI_STEP + AI_STEP / W)`` and each 429 removes ``depth × W``, so in steady
-state a process sees a share ``p ≈ g / (depth × W)`` of its attempts answered 429. With a fixed depth that grows
-about like ``N`` (×16 from one process to sixteen): the old policy (fixed ×0.95 cuts) measured 0.6 % of requests
-answered 429 alone but 12 % with 8 processes and 23 % with 16. Every process can see ``p`` without any shared
-state, and the pool's 429 share is the average of theirs, so a process that sees many 429s cuts deeper: a lone
-process (``W ≈ 30``, ``p ≈ 0.5 %``) keeps the gentle ×0.95 cuts that hold it near the pool's capacity, while one of
-sixteen (``W ≈ 2``) cuts by half or more, and the 429 share stays near 1–2 % whatever ``N`` is. The estimate
-starts, when slow start ends, from 200 pseudo-attempts at 0.4 %, and 429s of attempts sent during slow start or
-within the cooldown after it don't count: they are slow start's overshoot, not a crowd.
+``W ≈ C / N``; per attempt it grows by ``g ≈ MI_STEP + AI_STEP / W²`` and each 429 takes ``depth × W`` away, so in
+steady state a share ``p ≈ g / (depth × W)`` of its attempts is answered 429. With a fixed depth that share grows
+faster than ``N``: the previous policy (fixed ×0.95 cuts, +``min(1, max(0.1, W/128))`` per round trip, slow start
+from 8) measured 1 % of requests answered 429 alone, 12 % with 8 processes and 23 % with 16. No process knows ``N``,
+but each sees its own ``p``, and the pool's 429 share is the average of theirs: so a process that sees many 429s
+cuts deeper. A lone process (``W ≈ 30``, ``p`` ≈ 0.5 %) keeps the gentle ×0.95 cuts that hold it near the pool's
+capacity; one of sixteen (``W ≈ 2``) cuts by up to half, and in the simulator the 429 share goes from 0.6 % alone
+to 1.5 % at sixteen instead of 23 %. Deeper cuts than half were measured and lost utilisation and fairness. The estimate starts, when slow start ends, from 100
+pseudo-attempts at ``CROWD_REF``; attempts sent before ``max(rtt, cooldown_s)`` after that don't count (slow
+start's overshoot is not a crowd).
 
-Candidates measured side by side (``bench/limiter_sim.py``: N simulated processes, real ``RequestLimiter``
-code, a 100 req/s sliding-window pool, 300 ms latency, callers that retry a 429 after ~1 s; medians of 3 seeds)
-and the real benchmark (``bench/many_processes.py``) are in the table below (utilisation / share of requests
-answered 429 / smallest per-process share of fair, while all processes run):
+What was tried. ``bench/limiter_sim.py`` runs N real ``RequestLimiter`` objects (or candidate subclasses) in virtual
+time against the emulator's pool (100 requests per sliding second, 300 ms latency, callers that retry a 429 after
+~1 s); ``bench/many_processes.py`` runs N real chatbeam processes against the real emulator. Utilisation / share of
+requests answered 429 / smallest per-process share of fair, while all processes run; simulator: medians of 3 seeds:
 
 FIGURES_PLACEHOLDER
 
