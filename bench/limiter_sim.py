@@ -10,6 +10,22 @@ like ``ChatCaller``. The pool is the emulator's: ``capacity`` admissions per sli
 429 at once; admitted requests take ``latency`` (± jitter). Nothing sleeps in real time, so a 16-process,
 two-minute run takes a few seconds. The claims in the README come from ``bench/many_processes.py`` (real
 processes, real emulator); this is where candidates are compared cheaply and deterministically.
+
+Candidates (the table in client/limits.py's docstring is this script's output):
+
+- ``v1``: the policy before issue 10 (fixed x0.95 cuts, +min(1, max(0.1, W/128)) per round trip, slow start from 8),
+  loaded from git history (or ``CHATBEAM_V1_LIMITS=path``);
+- ``v1+sre1.1``: v1 behind Beam's client-side adaptive throttler (the SRE book's, ``apache_beam.io.components.
+  adaptive_throttler``, overload ratio K = 1.1: hold an attempt back with probability (requests - K x accepts) /
+  (requests + 1) over 60 s);
+- ``fixed_depth``: the new policy with every cut x0.95 (no crowd-driven depth);
+- ``scaled_step``: x0.95 cuts, but the step scaled down by the recent 429 share instead;
+- ``mi_only``: the new policy without the AI_STEP / W part of the growth;
+- ``new``: client/limits.py as it is.
+
+Scenarios: ``nN`` N processes (starts spread over ``--stagger_s``), equal work; ``halve`` 8 processes, capacity
+halves at 40 s (measured from 45 s); ``join`` 4 short + 4 long processes, the short ones leave at ~30 s, 4 more join
+at 40 s (utilisation over 5-100 s, shares over 50-100 s).
 """
 
 from __future__ import annotations
