@@ -24,7 +24,6 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsDict, TaggedOutput
 
 from client.batch_jobs import BatchJobClient, BatchTarget
@@ -38,12 +37,12 @@ from client.pricing import PriceTable
 from client.progress import PROGRESS
 from schemas.records import ErrorRecord, InputRecord, ResultRecord, error_record
 from transforms.call import CallChatCompletions
+from transforms import metrics
 from transforms.checkpoint import write_file_atomically
 
 __all__ = ["BatchOutputs", "CallBatchPrediction"]
 
 ITEMS, LINES, ERRORS, FALLBACK = "items", "lines", "errors", "fallback"
-NAMESPACE = "chatbeam"
 
 
 class _BeamFiles:
@@ -60,22 +59,15 @@ class _BeamFiles:
 
 
 class _Counted(beam.DoFn):
-    """Flushes a core RunCounters' deltas into Beam counters (namespace chatbeam) from the DoFn's own thread."""
+    """Flushes a core RunCounters' deltas into Beam counters (transforms/metrics.py) from the DoFn's own thread."""
 
     def setup(self) -> None:
         self.counters = RunCounters()
         self._flushed: dict[str, int] = {}
-        self._beam: dict[str, Any] = {}
+        self._beam = metrics.Counters()
 
     def flush(self) -> None:
-        snapshot = self.counters.snapshot()
-        for name, value in snapshot.items():
-            delta = value - self._flushed.get(name, 0)
-            if delta:
-                if name not in self._beam:
-                    self._beam[name] = Metrics.counter(NAMESPACE, name)
-                self._beam[name].inc(delta)
-        self._flushed = snapshot
+        self._flushed = self._beam.flush_deltas(self.counters.snapshot(), self._flushed)
 
 
 def _unsendable(record: InputRecord, exc: ChatbeamError) -> ErrorRecord:

@@ -14,18 +14,18 @@ seam (``--bigquery_endpoint``) in ``transforms.bigquery_endpoint``. See docs/big
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import GoogleCloudOptions
 
-from schemas.records import ErrorRecord
 from transforms.bigquery_endpoint import BigQueryEndpoint, redirect_beam_bigquery
 from transforms.bigquery_rows import ERRORS_SCHEMA, RESULTS_SCHEMA, ColumnMapping, MissingColumnsError, row_to_record
+from transforms.read import ERRORS, RECORDS, RecordsFn
 from transforms.write import CountWritten
 
 __all__ = [
@@ -41,7 +41,6 @@ __all__ = [
 
 log = logging.getLogger("chatbeam")
 
-RECORDS, ERRORS = "records", "errors"
 READ_METHODS = ("DIRECT_READ", "EXPORT")
 WRITE_METHODS = ("FILE_LOADS", "STREAMING_INSERTS")
 WRITE_DISPOSITIONS = {"append": "WRITE_APPEND", "truncate": "WRITE_TRUNCATE", "empty": "WRITE_EMPTY"}
@@ -119,22 +118,6 @@ def check_input_columns(mapping: ColumnMapping, *, table: str | None = None, que
     return names
 
 
-class _RowToRecordFn(beam.DoFn):
-    def __init__(self, mapping: ColumnMapping) -> None:
-        self._mapping = mapping
-        self._read = Metrics.counter("chatbeam", "records_read")
-        self._bad = Metrics.counter("chatbeam", "read_errors")
-
-    def process(self, row: dict[str, Any]):
-        out = row_to_record(row, self._mapping)
-        self._read.inc()
-        if isinstance(out, ErrorRecord):
-            self._bad.inc()
-            yield beam.pvalue.TaggedOutput(ERRORS, out)
-        else:
-            yield out
-
-
 class ReadPromptsFromBigQuery(beam.PTransform):
     """A BigQuery table or standard-SQL query → outputs ``records`` (InputRecord) and ``errors`` (ErrorRecord).
 
@@ -208,7 +191,8 @@ class ReadPromptsFromBigQuery(beam.PTransform):
             check_input_columns(self._mapping, table=self._table, query=self._query, project=project,
                                 endpoint=self._endpoint)
         rows = pbegin | "ReadRows" >> beam.io.ReadFromBigQuery(**self._source_kwargs(project))
-        return rows | "RowsToRecords" >> beam.ParDo(_RowToRecordFn(self._mapping)).with_outputs(ERRORS, main=RECORDS)
+        return rows | "RowsToRecords" >> beam.ParDo(
+            RecordsFn(functools.partial(row_to_record, mapping=self._mapping))).with_outputs(ERRORS, main=RECORDS)
 
 
 class WriteRecordsToBigQuery(beam.PTransform):

@@ -22,7 +22,6 @@ import time
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
@@ -39,12 +38,12 @@ from client.progress import PROGRESS, ProgressSettings
 from client.telemetry import TELEMETRY, TelemetrySettings, engine_sample
 from client.tiers import TierPlan, TierSelector
 from schemas.records import ErrorRecord, InputRecord, ResultRecord, error_record
+from transforms import metrics
 from transforms.checkpoint import write_file_atomically
 
 __all__ = ["CallChatCompletions"]
 
 RESULTS, ERRORS = "results", "errors"
-NAMESPACE = "chatbeam"
 
 
 def crash_to_error(record: InputRecord, exc: BaseException) -> ErrorRecord:
@@ -117,10 +116,10 @@ class _CallChatCompletionsFn(beam.DoFn):
         self._journal_settings = journal
         self._progress = progress
         self._run_id = run_id
-        self._beam_counters: dict[str, Any] = {}
-        self._latency = Metrics.distribution(NAMESPACE, "latency_ms")
-        self._throttled = Metrics.counter(NAMESPACE, "cumulativeThrottlingSeconds")
-        self._journal_failures = Metrics.counter(NAMESPACE, "checkpoint_write_failures")
+        self._beam_counters = metrics.Counters()
+        self._latency = metrics.distribution("latency_ms")
+        self._throttled = metrics.counter("cumulativeThrottlingSeconds")
+        self._journal_failures = metrics.counter("checkpoint_write_failures")
 
     def setup(self) -> None:
         config = self._config
@@ -200,11 +199,7 @@ class _CallChatCompletionsFn(beam.DoFn):
             throttled_whole = int(throttled - state.throttled_flushed)
             state.throttled_flushed += throttled_whole
         for name, value in delta.items():
-            if value:
-                counter = self._beam_counters.get(name)
-                if counter is None:
-                    counter = self._beam_counters[name] = Metrics.counter(NAMESPACE, name)
-                counter.inc(int(value))
+            self._beam_counters.inc(name, value)
         if throttled_whole:
             self._throttled.inc(throttled_whole)
 

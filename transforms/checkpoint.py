@@ -22,12 +22,12 @@ import uuid
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 
 from client.config import ClientConfig
 from client.journal import PART_GLOB, choose, done_key, is_final, output_key, parse_output
 from client.progress import PROGRESS
 from schemas.records import ErrorRecord, InputRecord
+from transforms import metrics
 
 __all__ = ["SkipDone", "done_patterns", "write_file_atomically"]
 
@@ -70,7 +70,7 @@ def _key_record(record: InputRecord, config: ClientConfig):
 
 class _SplitFn(beam.DoFn):
     def __init__(self) -> None:
-        self._skipped = Metrics.counter("chatbeam", "resume_skipped")
+        self._skipped = metrics.counter("resume_skipped")
 
     def process(self, element):
         _, grouped = element

@@ -11,7 +11,6 @@ The estimate itself is the Beam-free ``client.estimate.estimate``; this module o
 from __future__ import annotations
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
 from client.budget import NANO
 from client.config import ClientConfig
@@ -19,6 +18,7 @@ from client.errors import ChatbeamError
 from client.estimate import DryRunTotals, Estimate, estimate, unsendable
 from client.pricing import PriceTable
 from schemas.records import InputRecord
+from transforms import metrics
 
 __all__ = ["DryRun"]
 
@@ -28,9 +28,9 @@ ESTIMATES, ERRORS, TOTALS = "estimates", "errors", "totals"
 class _EstimateFn(beam.DoFn):
     def __init__(self, config: ClientConfig, prices: PriceTable, output_tokens: int, tier: str | None) -> None:
         self._config, self._prices, self._output_tokens, self._tier = config, prices, output_tokens, tier
-        self._prompt = Metrics.counter("chatbeam", "est_prompt_tokens")
-        self._output = Metrics.counter("chatbeam", "est_output_tokens")
-        self._cost = Metrics.counter("chatbeam", "est_cost_nano_usd")
+        self._prompt = metrics.counter("est_prompt_tokens")
+        self._output = metrics.counter("est_output_tokens")
+        self._cost = metrics.counter("est_cost_nano_usd")
 
     def process(self, record: InputRecord):
         try:

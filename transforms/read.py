@@ -2,7 +2,8 @@
 
 Lines are read as bytes so that a line that is not UTF-8 is an error record too, not a crashed run.
 Blank lines separate nothing and are not records: they are skipped and counted (``chatbeam:blank_lines``).
-Read errors are counted in total (``read_errors``) and by type (``read_error_<error_type>``).
+Read errors are counted in total (``read_errors``) and by type (``read_error_<error_type>``). ``RecordsFn`` is the
+one read path: the BigQuery reader (transforms/bigquery.py) uses it too, so file and table runs count the same.
 
 ReadReplayErrors (``--replay_errors``): an earlier run's error files → the input records of its *retryable*
 failures (their ``record`` field), so a rerun sends exactly those; the rest are skipped and counted
@@ -11,70 +12,77 @@ failures (their ``record`` field), so a rerun sends exactly those; the rest are 
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import apache_beam as beam
 from apache_beam.coders import BytesCoder
-from apache_beam.metrics import Metrics
 
 from client.journal import parse_output
 from client.progress import PROGRESS
-from schemas.records import DEFAULT_MAX_RECORD_BYTES, ErrorRecord, parse_line, parse_row, read_error
+from schemas.records import DEFAULT_MAX_RECORD_BYTES, ErrorRecord, InputRecord, parse_line, parse_row, read_error
+from transforms import metrics
 
-__all__ = ["ParsePromptLines", "ReadPrompts", "ReadReplayErrors"]
+__all__ = ["ERRORS", "RECORDS", "ParsePromptLines", "ReadPrompts", "ReadReplayErrors", "RecordsFn"]
 
 RECORDS, ERRORS = "records", "errors"
 
 
-class _ParseLineFn(beam.DoFn):
+class RecordsFn(beam.DoFn):
+    """The one read path: each input item (a JSONL line, a BigQuery row, ...) → an InputRecord (main output) or a
+    read-stage ErrorRecord (``errors``), counted the same way for every source: ``records_read``, ``read_errors``,
+    ``read_error_<error_type>``, and the progress line's count of finished records for each error.
+
+    ``convert`` turns one item into a record or an error (a picklable callable: a module-level function or a
+    ``functools.partial`` of one); subclasses may override ``process`` and call ``emit``."""
+
+    def __init__(self, convert: Callable[[Any], InputRecord | ErrorRecord] | None = None) -> None:
+        self._convert = convert
+        self._counters = metrics.Counters()
+
+    def process(self, item: Any):
+        yield self.emit(self._convert(item))
+
+    def emit(self, out: InputRecord | ErrorRecord):
+        """Count one record read; an ErrorRecord goes to ``errors`` (and counts as finished for the progress line)."""
+        self._counters.inc("records_read")
+        if isinstance(out, ErrorRecord):
+            return self.error(out)
+        return out
+
+    def error(self, error: ErrorRecord):
+        """Count a read error by type and send it to ``errors`` (``emit`` has counted it as read)."""
+        self._counters.inc("read_errors")
+        self._counters.inc(f"read_error_{error.error_type}")
+        PROGRESS.advance()
+        return beam.pvalue.TaggedOutput(ERRORS, error)
+
+
+class _ParseLineFn(RecordsFn):
     def __init__(self, max_record_bytes: int) -> None:
+        super().__init__()
         self._max_record_bytes = max_record_bytes
-        self._read = Metrics.counter("chatbeam", "records_read")
-        self._bad = Metrics.counter("chatbeam", "read_errors")
-        self._blank = Metrics.counter("chatbeam", "blank_lines")
 
     def process(self, line: bytes):
         if not line.strip():
-            self._blank.inc()
+            self._counters.inc("blank_lines")
             return
-        out = parse_line(line, max_record_bytes=self._max_record_bytes)
-        self._read.inc()
-        if isinstance(out, ErrorRecord):
-            yield _read_error(self._bad, out)
-        else:
-            yield out
+        yield self.emit(parse_line(line, max_record_bytes=self._max_record_bytes))
 
 
-def _read_error(total, error: ErrorRecord):
-    total.inc()
-    Metrics.counter("chatbeam", f"read_error_{error.error_type}").inc()
-    PROGRESS.advance()
-    return beam.pvalue.TaggedOutput(ERRORS, error)
-
-
-class _ReplayFn(beam.DoFn):
-    def __init__(self) -> None:
-        self._read = Metrics.counter("chatbeam", "records_read")
-        self._bad = Metrics.counter("chatbeam", "read_errors")
-        self._skipped = Metrics.counter("chatbeam", "replay_skipped")
-
+class _ReplayFn(RecordsFn):
     def process(self, line: bytes):
         if not line.strip():
             return
         error = parse_output(line)
         if not isinstance(error, ErrorRecord):
-            self._read.inc()
             text = line.decode("utf-8", "replace")
-            yield _read_error(self._bad, read_error("not_an_error_record",
-                                                    "--replay_errors: the line is not an error record", raw=text))
+            yield self.emit(read_error("not_an_error_record", "--replay_errors: the line is not an error record",
+                                       raw=text))
             return
         if not error.retryable or error.record is None:
-            self._skipped.inc()  # a permanent failure stays in the earlier run's errors; a rerun would fail again
+            self._counters.inc("replay_skipped")  # a permanent failure stays in the earlier run's errors
             return
-        self._read.inc()
-        out = parse_row(error.record)
-        if isinstance(out, ErrorRecord):
-            yield _read_error(self._bad, out)
-        else:
-            yield out
+        yield self.emit(parse_row(error.record))
 
 
 class ParsePromptLines(beam.PTransform):

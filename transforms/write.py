@@ -15,9 +15,10 @@ import json
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
+
+from transforms import metrics
 
 __all__ = ["CountWritten", "WriteErrors", "WriteJsonl", "WriteResults", "to_json_line"]
 
@@ -40,15 +41,15 @@ def to_json_line(record: BaseModel) -> str:
 class _CountFn(beam.DoFn):
     def __init__(self, counter: str) -> None:
         self._counter_name = counter
-        self._counter = Metrics.counter("chatbeam", counter)
+        self._counters = metrics.Counters()
 
     def process(self, record: Any):
-        self._counter.inc()
+        self._counters.inc(self._counter_name)
         error_type = getattr(record, "error_type", None)
         if error_type:
-            Metrics.counter("chatbeam", f"{self._counter_name}_{error_type}").inc()
+            self._counters.inc(f"{self._counter_name}_{error_type}")
         elif getattr(record, "finish_reason", None) == "length":
-            Metrics.counter("chatbeam", f"{self._counter_name}_truncated").inc()
+            self._counters.inc(f"{self._counter_name}_truncated")
         yield record
 
 

@@ -268,3 +268,29 @@ def test_the_extract_command_names_missing_columns_as_a_usage_error(bq_endpoint,
                  bq_endpoint.storage_target, "--emulator"])
     assert code == 2
     assert "no column 'no_such_column' (--prompt_column)" in capsys.readouterr().err
+
+
+def test_table_and_file_reads_count_the_same(bq_endpoint, gcs_emulator, source_table, tmp_path):
+    """One read path (transforms/read.py RecordsFn): the same rows from a table and from a JSONL file give the same
+    records_read, read_errors and read_error_<type> counters."""
+    from transforms import ReadPrompts
+    from transforms.metrics import chatbeam_counters
+
+    query = (f"SELECT qid AS id, question AS prompt FROM `{source_table.replace(':', '.')}` "
+             "WHERE qid < 300")
+    src = tmp_path / "rows.jsonl"
+    src.write_text("".join(json.dumps({"id": str(i), "prompt": _question(i)}) + "\n" for i in range(300)))
+
+    def counts(read) -> dict[str, int]:
+        p = beam.Pipeline(options=_options(gcs_emulator))
+        out = p | "Read" >> read
+        out.records | "Drop" >> beam.Filter(lambda r: False)
+        result = p.run()
+        result.wait_until_finish()
+        return {k: v for k, v in chatbeam_counters(result).items() if k.startswith(("records_read", "read_error"))}
+
+    table = counts(ReadPromptsFromBigQuery(query=query, mapping=ColumnMapping.from_options(id_column="id"),
+                                           endpoint=bq_endpoint))
+    files = counts(ReadPrompts(str(src)))
+    bad = sum(1 for i in range(300) if _bad(i))
+    assert table == files == {"records_read": 300, "read_errors": bad, "read_error_invalid_record": bad}
