@@ -24,6 +24,7 @@ from typing import Any
 from client.batch_run import BatchItem, Fallback, Missing
 from client.budget import BudgetExhausted
 from client.config import ClientConfig
+from client.constants import NANO
 from client.errors import (BatchJobCancelled, BatchJobFailed, BatchLineFailed, ChatbeamError, SchemaInvalid,
                            is_retryable)
 from client.metrics import RunCounters
@@ -34,8 +35,6 @@ from client.requests import request_schema
 from schemas.records import ErrorRecord, ResultRecord, Usage, error_record
 
 __all__ = ["BatchJobCancelled", "BatchJobFailed", "BatchLineFailed", "BatchResolver"]  # the errors: client/errors.py
-
-NANO = 1_000_000_000
 
 
 class BatchResolver:

@@ -31,10 +31,10 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, ContextManager, Iterable, Iterator, Protocol
+from typing import BinaryIO, Callable, ContextManager, Iterable, Iterator, Protocol
 
 from client.batch_jobs import BatchJobClient, JobStatus
-from client.budget import DEFAULT_OUTPUT_TOKENS, output_token_limit
+from client.budget import DEFAULT_OUTPUT_TOKENS, choices, output_token_limit
 from client.caller import utc_iso
 from client.config import ClientConfig
 from client.errors import redact
@@ -137,8 +137,7 @@ def prepare(record: InputRecord, config: ClientConfig, prices: PriceTable,
     request = build_request(record, config)
     key = line_key(record.id, request.request_key)
     native = to_native(request, labels={LABEL_KEY: key})
-    n = request.kwargs.get("n") if isinstance(request.kwargs.get("n"), int) else 1
-    output = (output_token_limit(request) or est_output_tokens) * max(1, n)
+    output = (output_token_limit(request) or est_output_tokens) * choices(request)
     line = BatchLine(key, request.model, json.dumps({"request": native}, ensure_ascii=False),
                      prices.cost(request.model, request.est_prompt_tokens, output, tier="batch"),
                      request.est_prompt_tokens + output)

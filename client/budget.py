@@ -41,6 +41,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol
 
+from client.constants import NANO
 from client.errors import BudgetExhausted
 from client.metrics import RunCounters
 from client.pricing import PriceTable
@@ -48,12 +49,11 @@ from client.requests import ChatRequest
 from schemas.records import Usage
 
 __all__ = ["DEFAULT_OUTPUT_TOKENS", "Budget", "BudgetConfig", "BudgetExhausted", "Hold", "LeaseSource",
-           "output_token_limit"]
+           "choices", "output_token_limit"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT_TOKENS = 256  # assumed completion tokens per choice until real usage is seen (--est_output_tokens)
-NANO = 1_000_000_000  # cost counters are integers in nano-USD (Beam counters are ints; 1e-9 USD keeps precision)
 _MEAN_AFTER = 1  # settled records with usage before the running mean replaces the assumption
 INITIAL_LEASE_RECORDS = 8  # a process's first lease from the job ledger: this many records' estimates
 
@@ -74,7 +74,8 @@ def output_token_limit(request: ChatRequest) -> int | None:
     return None
 
 
-def _choices(request: ChatRequest) -> int:
+def choices(request: ChatRequest) -> int:
+    """Choices the request asks for (``n``; 1 when unset or not a positive int)."""
     n = request.kwargs.get("n")
     return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
 
@@ -162,7 +163,7 @@ class Budget:
         limit = output_token_limit(request)
         if limit is not None:
             per_choice = min(per_choice, limit)
-        return round(per_choice * _choices(request))
+        return round(per_choice * choices(request))
 
     async def reserve(self, request: ChatRequest, tier: str = "standard") -> Hold | None:
         """Admit the record (a Hold to settle later) or refuse it (None); may wait for records in flight, or for
@@ -178,7 +179,7 @@ class Budget:
                     self._reserved_usd += cost
                     self._reserved_tokens += tokens
                     self._in_flight += 1
-                    return Hold(self, request.model, cost, tokens, _choices(request), tier)
+                    return Hold(self, request.model, cost, tokens, choices(request), tier)
                 if decision == "refuse":
                     self.exhausted = True
                     return None

@@ -16,6 +16,7 @@ __all__ = [
     "MAX_ERROR_MESSAGE_CHARS",
     "MAX_RESPONSE_BYTES",
     "MAX_RETRY_AFTER",
+    "NANO",
     "REASK_TEMPLATE",
     "REQUEST_KEY_CHARS",
     "RETRYABLE_STATUS",
@@ -64,3 +65,6 @@ TOOL_REASK_TEMPLATE = (
 # the smallest maximum output of the Gemini 2.x models (2.0 Flash / Flash-Lite), so the retry never asks a model for
 # more than it can give; a request already at or above it is not retried.
 TRUNCATION_RETRY_MAX_TOKENS = 8192
+
+# Cost counters are integers in nano-USD (Beam counters are ints; 1e-9 USD keeps the precision).
+NANO = 1_000_000_000

@@ -23,14 +23,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from client.budget import DEFAULT_OUTPUT_TOKENS, output_token_limit
+from client.budget import DEFAULT_OUTPUT_TOKENS, choices, output_token_limit
 from client.config import ClientConfig
 from client.errors import ChatbeamError
 from client.pricing import PriceTable
 from client.requests import ChatRequest, build_request
 from schemas.records import ErrorRecord, InputRecord, error_record
 
-__all__ = ["DryRunTotals", "Estimate", "estimate", "render_body", "unsendable"]
+__all__ = ["DryRunTotals", "Estimate", "dry_run_report", "estimate", "format_dry_run", "render_body", "unsendable"]
 
 
 def render_body(request: ChatRequest, *, stream: bool = False) -> dict[str, Any]:
@@ -72,10 +72,8 @@ def estimate(record: InputRecord, config: ClientConfig, prices: PriceTable,
     form raises ``unsupported_in_batch``."""
     request = build_request(record, config)
     tier = tier or config.service_tier
-    n = request.kwargs.get("n")
-    choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
     limit = output_token_limit(request)
-    out = (limit if limit is not None else output_tokens) * choices
+    out = (limit if limit is not None else output_tokens) * choices(request)
     if tier == "batch":
         from client.native_request import to_native  # noqa: PLC0415 - only batch dry runs need it
 
@@ -139,3 +137,21 @@ class DryRunTotals:
 def unsendable(record: InputRecord, exc: ChatbeamError) -> ErrorRecord:
     """The error record the real run would write for a record whose request cannot be built."""
     return error_record(exc, record=record)
+
+
+def dry_run_report(totals: dict[str, Any], *, run_date: str, unsendable: int) -> dict[str, Any]:
+    """What a finished ``--dry_run`` returns: its totals (``DryRunTotals.to_json_dict``), the run date and the number
+    of records that could not be sent."""
+    return {"dry_run": True, "run_date": run_date, **totals, "unsendable": unsendable}
+
+
+def format_dry_run(t: dict[str, Any]) -> str:
+    """The dry run's printed report (``t``: a ``dry_run_report``)."""
+    lines = [f"chatbeam dry run {t['run_date']}: {t['records']:,} requests would be sent, "
+             f"{t['unsendable']:,} records could not be",
+             f"  estimated prompt tokens {t['est_prompt_tokens']:,}, output tokens {t['est_output_tokens']:,} "
+             f"(max_tokens, else {t.get('assumed_output_tokens')} per choice)",
+             f"  estimated cost ~${t['est_cost_usd']:.4f} (prices as of {t.get('prices_as_of')})"]
+    lines += [f"    {model}: {row['records']:,} requests, ~${row['cost_usd']:.4f}"
+              for model, row in t["by_model"].items()]
+    return "\n".join(lines)

@@ -40,7 +40,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from client.budget import NANO, Budget
+from client.budget import Budget
+from client.constants import NANO
 from client.ledger import JobLedger, new_owner_id
 from client.ledger_store import LedgerStore, open_store
 
@@ -65,6 +66,12 @@ class JobShareSettings:
     heartbeat_s: float = DEFAULT_HEARTBEAT_S
     dead_after_s: float = DEFAULT_DEAD_AFTER_S
     idle_return_s: float = DEFAULT_IDLE_RETURN_S
+
+    @property
+    def terms(self) -> dict[str, Any]:
+        """The job's caps as its options name them (what ``job.json`` in the ledger records)."""
+        return {"max_total_tokens": self.max_total_tokens, "max_cost_usd": self.max_cost_usd, "rpm": self.rpm,
+                "tpm": self.tpm}
 
     @property
     def caps(self) -> dict[str, int]:

@@ -33,7 +33,7 @@ SIGTERM = 143
 
 
 def verdict(summary: Mapping[str, Any], max_error_rate: float) -> tuple[int, list[str]]:
-    """(exit code, reasons) for a finished run's summary (pipelines/summary.build_summary)."""
+    """(exit code, reasons) for a finished run's summary (client/summary.py build_summary)."""
     reasons = []
     refused = int(summary.get("breaker_refused", 0) or 0)
     if refused:

@@ -29,31 +29,32 @@ from client.budget import BudgetConfig
 from client.caller import utc_iso
 from client.config import Target
 from client.errors import redact
+from client.estimate import dry_run_report, format_dry_run
 from client.jobshare import JobShareSettings
 from client.journal import JournalSettings
 from client.progress import ProgressMonitor, ProgressSettings
 from client.scrub import install_log_redaction
+from client.summary import budget_block, build_summary, format_summary
 from client.telemetry import TelemetrySettings, telemetry_dir
 from pipelines.exit_codes import OK, USAGE, verdict
 from pipelines.help import print_beam_help, print_help, wants_help
 from pipelines.argv import check_known_options
-from pipelines.jobledger import ledger_summary, prepare_ledger
+from pipelines.jobledger import prepare_ledger
 from pipelines.local_emulator import EmulatorStartError, LocalEmulator
 from pipelines.nightly import normalize_argv
 from pipelines.worker_logs import quiet_worker_startup
 from pipelines.options import EMULATOR_PROJECT, Plan, UsageError, validate
-from pipelines.reliability import check_files
 from pipelines.report import build_report, run_totals, write_run_info
 from pipelines.signals import RunInterrupted, finish_interrupted, set_resume_hint, stop_on_signals
-from pipelines.summary import (build_summary, chatbeam_counters, count_input_lines, count_records, format_summary,
-                               read_json, write_json)
 from transforms import CallChatCompletions, ReadPrompts, WriteErrors, WriteResults
 from transforms.batch import CallBatchPrediction
 from transforms.checkpoint import SkipDone, done_patterns
 from transforms.dry_run import DryRun
-from transforms.files import DRY_RUN_SHARDS, remove_stale_shards
+from transforms.files import (DRY_RUN_SHARDS, check_run_files, count_input_lines, count_records,
+                              read_json, remove_stale_shards, write_json)
+from transforms.metrics import chatbeam_counters
 from transforms.read import ReadReplayErrors
-from transforms.run_lock import LockHeld, RunLock
+from transforms.run_lock import RunLock
 from transforms.write import WriteJsonl
 
 __all__ = ["build_pipeline", "main", "run"]
@@ -146,15 +147,14 @@ def _finish(result, plan: Plan, wall_s: float, started_at: float,
     """After a run that was waited for: the summary (written beside the outputs) or, for --dry_run, the totals."""
     n = plan.nightly
     if n.dry_run:
-        totals = read_json(f"{plan.output}-dry-run-summary.json")
-        return {"dry_run": True, "run_date": n.run_date, **totals,
-                "unsendable": chatbeam_counters(result).get("errors_written", 0)}
+        return dry_run_report(read_json(f"{plan.output}-dry-run-summary.json"), run_date=n.run_date,
+                              unsendable=chatbeam_counters(result).get("errors_written", 0))
     for prefix in (plan.output, plan.errors):
         if prefix:
             remove_stale_shards(prefix, started_at)
     counters = chatbeam_counters(result)
     summary = build_summary(counters, run_date=n.run_date, wall_s=wall_s, prices_as_of=n.price_table.as_of,
-                            budget=ledger_summary(jobshare, counters))
+                            budget=budget_block(jobshare, counters))
     summary["exit_code"], summary["failures"] = verdict(summary, plan.reliability.max_error_rate)
     if plan.output:
         write_json(f"{plan.output}-summary.json", summary)
@@ -271,11 +271,12 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True):
     check_known_options(argv, UsageError)  # a misspelt option is an error before any work, not a Beam warning
     options = PipelineOptions(argv)
     plan = validate(options)
-    try:
-        check_files(plan)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
     n = plan.nightly
+    try:
+        check_run_files(input=plan.input, output=plan.output, errors=plan.errors, checkpoint_dir=n.checkpoint_dir,
+                        replay=n.replay_errors, replay_may_overwrite=n.resume or n.dry_run)
+    except ValueError as exc:  # RunFilesError, or Beam's own for a bad path
+        raise UsageError(str(exc)) from None
     total = count_input_lines(plan.input) if plan.input and wait and n.progress_interval_s > 0 else None
     if plan.tiers.deadline is not None:  # the escalation projects the finish from the records left
         total = count_records(n.replay_errors or plan.input)
@@ -306,17 +307,6 @@ def _storage_client(options: PipelineOptions):
     return create_storage_client(options)
 
 
-def _format_dry_run(t: dict) -> str:
-    lines = [f"chatbeam dry run {t['run_date']}: {t['records']:,} requests would be sent, "
-             f"{t['unsendable']:,} records could not be",
-             f"  estimated prompt tokens {t['est_prompt_tokens']:,}, output tokens {t['est_output_tokens']:,} "
-             f"(max_tokens, else {t.get('assumed_output_tokens')} per choice)",
-             f"  estimated cost ~${t['est_cost_usd']:.4f} (prices as of {t.get('prices_as_of')})"]
-    lines += [f"    {model}: {row['records']:,} requests, ~${row['cost_usd']:.4f}"
-              for model, row in t["by_model"].items()]
-    return "\n".join(lines)
-
-
 def main(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
     """The ``chatbeam`` command; returns the exit code (pipelines/exit_codes.py, README "Reliability")."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -339,7 +329,7 @@ def main(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
     summary = getattr(result, "summary", None)
     if summary is None:
         return OK
-    print(_format_dry_run(summary) if summary.get("dry_run") else format_summary(summary))
+    print(format_dry_run(summary) if summary.get("dry_run") else format_summary(summary))
     if result.summary_path:
         print(f"  summary   {result.summary_path}")
     if getattr(result, "report_path", None):

@@ -1,7 +1,8 @@
-"""The job ledger's options, its pre-flight check and its end-of-run report (the logic is client/ledger*.py).
+"""The job ledger's options and its pre-flight check (the logic is client/ledger*.py).
 
-    settings = prepare_ledger(plan, options, run_id)   # None when nothing is shared; UsageError (exit 2) if unusable
-    report = ledger_summary(settings, counters)         # for the run summary
+    settings = prepare_ledger(plan, options, run_id)   # None when nothing is shared; ValueError (one line) if unusable
+
+The summary's ``budget`` block is client/summary.py ``budget_block``.
 
 A ledger is needed when the job has a budget (``--max_cost_usd`` / ``--max_total_tokens``) or a rate cap
 (``--rpm`` / ``--tpm``): these hold for the whole job, shared through the ledger by every worker process.
@@ -18,15 +19,14 @@ import json
 import os
 import tempfile
 import time
-from typing import Any, Mapping
+from typing import Any
 
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from client.jobshare import DEFAULT_DEAD_AFTER_S, DEFAULT_HEARTBEAT_S, JobShareSettings
-from client.ledger import read_report
 from client.ledger_store import LedgerUnavailable, check_store, open_store
 
-__all__ = ["add_ledger_arguments", "ledger_summary", "prepare_ledger"]
+__all__ = ["add_ledger_arguments", "prepare_ledger"]
 
 JOB_OBJECT = "job.json"
 _LOCAL_RUNNERS = (None, "DirectRunner", "direct", "BundleBasedDirectRunner", "SwitchingDirectRunner", "PrismRunner",
@@ -86,14 +86,9 @@ def prepare_ledger(plan: Any, options: PipelineOptions, run_id: str) -> JobShare
     return settings
 
 
-def _terms(settings: JobShareSettings) -> dict[str, Any]:
-    return {"max_total_tokens": settings.max_total_tokens, "max_cost_usd": settings.max_cost_usd,
-            "rpm": settings.rpm, "tpm": settings.tpm}
-
-
 def _record_job(store, settings: JobShareSettings) -> None:
     """``job.json`` holds the caps; a job joining an existing ledger must state the same ones."""
-    terms = _terms(settings)
+    terms = settings.terms
     if store.create(JOB_OBJECT, json.dumps({**terms, "created": round(time.time(), 3)}).encode()):
         return
     existing = json.loads(store.read(JOB_OBJECT) or b"{}")
@@ -101,24 +96,3 @@ def _record_job(store, settings: JobShareSettings) -> None:
     if theirs != terms:
         differ = ", ".join(f"--{k} {theirs[k]} (this run: {terms[k]})" for k in terms if theirs[k] != terms[k])
         raise LedgerUnavailable(f"the job ledger at {store.url} belongs to a job with other limits: {differ}")
-
-
-def ledger_summary(settings: JobShareSettings | None, counters: Mapping[str, int]) -> dict[str, Any] | None:
-    """The summary's ``budget`` block: the job-wide caps, what the whole job spent against them, the ledger's view."""
-    if settings is None:
-        return None
-    out: dict[str, Any] = {"scope": "job", **{k: v for k, v in _terms(settings).items() if v is not None}}
-    tokens, cost = int(counters.get("tokens_total", 0)), counters.get("cost_nano_usd", 0) / 1e9
-    if settings.max_total_tokens is not None:
-        out["spent_tokens"] = tokens
-        out["tokens_used_pct"] = round(100.0 * tokens / settings.max_total_tokens, 2)
-    if settings.max_cost_usd is not None:
-        out["spent_usd"] = round(cost, 6)
-        out["cost_used_pct"] = round(100.0 * cost / settings.max_cost_usd, 2)
-    out["budget_exhausted"] = int(counters.get("errors_written_budget_exhausted", 0))
-    try:
-        out.update(read_report(open_store(settings.url), settings.caps).as_dict())
-    except Exception as exc:  # noqa: BLE001 - the run is over; a summary without the ledger's view still helps
-        out["ledger"] = settings.url
-        out["ledger_error"] = f"{type(exc).__name__}: {exc}"[:200]
-    return out

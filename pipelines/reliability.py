@@ -3,10 +3,10 @@
     add_reliability_arguments(parser)                  # from ChatbeamOptions._add_argparse_args
     check_numbers(options_view)                        # from options.validate(): NaN, negative, zero -> ValueError
     check_paths(input=..., output=..., ...)            # from options.validate(): the pure collision rules
-    check_files(plan)                                  # from extract.run(), before any work: the file system
 
 Each raises ValueError with a one-line message (options.validate turns it into a UsageError: exit 2). The rules
-themselves live in transforms/files.py; this module only applies them to a command line.
+themselves live in transforms/files.py (with ``check_run_files``, the file-system checks extract.run makes before
+any work); this module only applies them to a command line.
 """
 
 from __future__ import annotations
@@ -17,12 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from client.constants import MAX_RESPONSE_BYTES
-from transforms.files import (RunFilesError, check_existing_inputs, check_input, check_output_prefix,
-                              check_results_absent, normalize, reads_own_files, replay_into_results, run_files,
+from transforms.files import (check_output_prefix, normalize, reads_own_files, replay_into_results, run_files,
                               sink_collision)
 
-__all__ = ["DEFAULT_MAX_ERROR_RATE", "ReliabilityPlan", "add_reliability_arguments", "check_files", "check_numbers",
-           "check_paths"]
+__all__ = ["DEFAULT_MAX_ERROR_RATE", "ReliabilityPlan", "add_reliability_arguments", "check_numbers", "check_paths"]
 
 DEFAULT_MAX_ERROR_RATE = 0.25  # the Quickstart's 2 broken lines of 14 (14 %) must still exit 0
 
@@ -88,18 +86,3 @@ def check_paths(*, input: str | None, output: str | None, errors: str | None, ch
         problem = replay_into_results(normalize(replay), normalize(output) if output else None)
     if problem:
         raise ValueError(problem)
-
-
-def check_files(plan: Any) -> None:
-    """Before any work (extract.run): the input exists and is readable, no file it matches now is one of this run's
-    outputs, and a replay does not write over existing results. Raises ValueError."""
-    n = plan.nightly
-    families = run_files(*(normalize(p) if p else None for p in (plan.output, plan.errors, n.checkpoint_dir)))
-    try:
-        for flag, glob in (("--replay_errors", n.replay_errors), ("--input", plan.input)):
-            if glob:
-                check_existing_inputs(flag, check_input(glob, flag), families)
-        if n.replay_errors and plan.output and not n.resume and not n.dry_run:
-            check_results_absent(plan.output)
-    except RunFilesError as exc:
-        raise ValueError(str(exc)) from None

@@ -24,6 +24,7 @@ from client.pricing import PriceTable
 from client.telemetry import combine_latest, telemetry_dir
 from report.aggregate import RunAggregate, redact_options
 from transforms.checkpoint import SHARD_GLOB, write_file_atomically
+from transforms.files import read_json
 
 __all__ = ["build_report", "main", "read_telemetry", "run_info_path", "write_run_info"]
 
@@ -49,11 +50,6 @@ def _match(pattern: str) -> list[str]:
         return []
 
 
-def _read_json(path: str) -> Any:
-    with FileSystems.open(path) as fh:
-        return json.loads(fh.read().decode("utf-8"))
-
-
 def read_telemetry(output_prefix: str, run_id: str | None = None) -> tuple[list[dict], list[dict]]:
     """(engine sample documents, run-info documents) in ``OUTPUT-telemetry/`` — of one run, or of all."""
     samples, runs = [], []
@@ -62,7 +58,7 @@ def read_telemetry(output_prefix: str, run_id: str | None = None) -> tuple[list[
         if run_id is not None and not (name.startswith(run_id) or name == f"{RUN_INFO_PREFIX}{run_id}.json"):
             continue
         try:
-            doc = _read_json(path)
+            doc = read_json(path)
         except (OSError, ValueError) as exc:  # a file being replaced, or a stray file: skip it
             log.debug("skipping %s: %s", path, exc)
             continue
@@ -99,7 +95,7 @@ def build_report(results_prefix: str, errors_prefix: str | None = None, *, out: 
         agg.run_info = max(runs, key=lambda r: str(r.get("started_at", "")))
     summary_path = f"{results_prefix}-summary.json"
     if _match(summary_path):
-        agg.summary = _read_json(summary_path)
+        agg.summary = read_json(summary_path)
     data = agg.data()
     from report.render import render_html  # Bokeh is imported only when a page is drawn
 

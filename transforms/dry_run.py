@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from client.budget import NANO
+from client.constants import NANO
 from client.config import ClientConfig
 from client.errors import ChatbeamError
 from client.estimate import DryRunTotals, Estimate, estimate, unsendable

@@ -7,7 +7,9 @@ after it. The collision rules are pure functions of the paths, so they are teste
     check_input("in/*.jsonl")                   # raises RunFilesError: missing, a directory, unreadable
     check_existing_inputs("--input", "in/*.jsonl", families)   # an existing input file that is an output of ours
     check_output_prefix("--output", "out/r")    # a trailing '/', a parent that is a file
+    check_run_files(input="in/*.jsonl", output="out/r", errors="out/e", checkpoint_dir=None)  # all of the above
     remove_stale_shards("out/r", since=started_at)          # after the run: shards of an older shard count
+    write_json("out/r-summary.json", summary); count_input_lines("in/*.jsonl")   # the CLI's other file I/O
 
 What a run writes, for ``--output O``, ``--errors E`` and the journal ``C`` (default ``O-checkpoint``):
 
@@ -39,25 +41,29 @@ through; no real glob we know of does.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import posixpath
 import re
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
-from apache_beam.io.filesystem import FileSystem
+from apache_beam.io.filesystem import CompressionTypes, FileSystem
 from apache_beam.io.filesystems import FileSystems
 
 __all__ = ["DRY_RUN_SHARDS", "Family", "RunFilesError", "check_existing_inputs", "check_input", "check_output_prefix",
-           "check_results_absent", "lock_path", "normalize", "reads_own_files", "remove_stale_shards",
-           "replay_into_results", "run_files", "sink_collision"]
+           "check_results_absent", "check_run_files", "count_input_lines", "count_records", "lock_path", "normalize",
+           "read_json", "reads_own_files", "remove_stale_shards", "replay_into_results", "run_files", "sink_collision",
+           "write_json"]
 
 log = logging.getLogger(__name__)
 
 DRY_RUN_SHARDS = "-SSSSS"  # the dry run's shard names: no "-of-NNNNN", so a real run's sink leaves them alone
 _SAMPLE_SHARDS = ((0, 1), (1, 2), (3, 4), (9, 10), (123, 1000))
 _SHARD = re.compile(r"-\d{5}-of-(\d{5})\.jsonl$")
+COUNT_LINES_MAX_BYTES = 256 * 1024 * 1024  # above this, counting input lines for the progress total isn't worth it
+GZIP_RATIO = 8  # JSONL compresses about this well
 
 
 class RunFilesError(ValueError):
@@ -230,6 +236,19 @@ def check_output_prefix(flag: str, prefix: str) -> None:
         raise RunFilesError(f"{flag} {prefix!r} cannot be written: no permission to write in {parent!r}")
 
 
+def check_run_files(*, input: str | None, output: str | None, errors: str | None, checkpoint_dir: str | None,
+                    replay: str | None = None, replay_may_overwrite: bool = False) -> None:
+    """Before any work: the input (or replay) files exist and are readable, none of them is one of this run's
+    outputs, and a replay does not write over existing results (unless ``replay_may_overwrite``: a --resume or a
+    --dry_run). Raises RunFilesError (one line)."""
+    families = run_files(*(normalize(p) if p else None for p in (output, errors, checkpoint_dir)))
+    for flag, glob in (("--replay_errors", replay), ("--input", input)):
+        if glob:
+            check_existing_inputs(flag, check_input(glob, flag), families)
+    if replay and output and not replay_may_overwrite:
+        check_results_absent(output)
+
+
 def remove_stale_shards(prefix: str, since: float) -> None:
     """After a rerun into the same prefix (--resume, or any rerun) with a different shard count, the old run's
     shards (``-SSSSS-of-MMMMM`` with another MMMMM, older than this run) would be read as part of the output."""
@@ -243,3 +262,49 @@ def remove_stale_shards(prefix: str, since: float) -> None:
     if stale:
         log.info("removing %d shard(s) of an earlier run with another shard count: %s", len(stale), stale)
         FileSystems.delete(stale)
+
+
+# ------------------------------------------------------------------------------------- the CLI's other file I/O
+
+def write_json(path: str, data: Any) -> None:
+    """Write one JSON document to a local or gs:// path (replacing it)."""
+    with FileSystems.create(path) as fh:
+        fh.write((json.dumps(data, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+
+
+def read_json(path: str) -> Any:
+    with FileSystems.open(path) as fh:
+        return json.loads(fh.read().decode("utf-8"))
+
+
+def count_records(pattern: str) -> int | None:
+    """Non-empty lines in the input files, local or gs:// (for --deadline's projection); None if unreadable."""
+    try:
+        files = FileSystems.match([pattern])[0].metadata_list
+        total = 0
+        for f in files:
+            with FileSystems.open(f.path) as fh:
+                total += sum(1 for line in fh if line.strip())
+        return total
+    except Exception:  # noqa: BLE001 - without a total the escalation only acts at the deadline itself
+        return None
+
+
+def count_input_lines(pattern: str, max_bytes: int = COUNT_LINES_MAX_BYTES) -> int | None:
+    """Non-empty lines in local input files (for the progress total), or None when the input is remote or big."""
+    try:
+        files = FileSystems.match([pattern])[0].metadata_list
+    except Exception:  # noqa: BLE001 - a progress total is a nicety; the real input check happens elsewhere
+        return None
+    # A compressed file (.gz, .bz2, ...) is counted after decompression, as ReadFromText reads it; its size on disk
+    # understates the work, so it counts GZIP_RATIO times against the limit.
+    compressed = [CompressionTypes.detect_compression_type(f.path) != CompressionTypes.UNCOMPRESSED for f in files]
+    size = sum(f.size_in_bytes * (GZIP_RATIO if c else 1) for f, c in zip(files, compressed))
+    if not files or any("://" in f.path for f in files) or size > max_bytes:
+        return None
+    total = 0
+    for f in files:
+        with FileSystems.open(f.path) as fh:  # CompressionTypes.AUTO: by the file's extension, like the reader
+            total += sum(1 for line in iter(fh.readline, b"") if line.strip())
+    return total
+

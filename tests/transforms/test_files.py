@@ -1,4 +1,5 @@
-"""The collision rules of transforms/files.py (pure: no file system) and the run lock (transforms/run_lock.py)."""
+"""transforms/files.py: the collision rules (pure: no file system), the checks before a run, the tidying after it;
+and the run lock (transforms/run_lock.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import sys
 import pytest
 
 from transforms.files import (RunFilesError, check_existing_inputs, check_input, check_output_prefix,
-                              reads_own_files, replay_into_results, run_files, sink_collision)
+                              check_run_files, count_input_lines, reads_own_files, remove_stale_shards,
+                              replay_into_results, run_files, sink_collision)
 from transforms.run_lock import LockHeld, RunLock
 
 
@@ -84,6 +86,63 @@ def test_input_checks(tmp_path):
     paths = check_input(str(tmp_path / "*.jsonl"))
     with pytest.raises(RunFilesError, match="one of this run's results files"):
         check_existing_inputs("--input", paths, run_files(str(tmp_path / "r"), None, None))
+
+
+def test_run_file_checks_before_any_work(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"prompt": "hi"}\n')
+    out = str(tmp_path / "r")
+    check_run_files(input=str(src), output=out, errors=f"{out}_errors", checkpoint_dir=None)  # fine
+    with pytest.raises(RunFilesError, match="matches no files"):
+        check_run_files(input=str(tmp_path / "nope*.jsonl"), output=out, errors=None, checkpoint_dir=None)
+    # A replay into a prefix that already holds results would replace them, unless it resumes (or is a dry run).
+    (tmp_path / "old_errors-00000-of-00001.jsonl").write_text("{}\n")
+    (tmp_path / "r-00000-of-00001.jsonl").write_text("{}\n")
+    replay = str(tmp_path / "old_errors-*.jsonl")
+    with pytest.raises(RunFilesError, match="already holds results"):
+        check_run_files(input=None, output=out, errors=None, checkpoint_dir=None, replay=replay)
+    check_run_files(input=None, output=out, errors=None, checkpoint_dir=None, replay=replay,
+                    replay_may_overwrite=True)
+
+
+def _shard(path, text, mtime):
+    path.write_text(text)
+    os.utime(path, (mtime, mtime))
+
+
+def test_stale_shards_of_another_shard_count_are_removed(tmp_path):
+    """A rerun into the same prefix with fewer shards: the old run's -of-00003 shards would be read as output."""
+    old, new = 1_000_000.0, 2_000_000.0
+    for i in range(3):
+        _shard(tmp_path / f"r-{i:05d}-of-00003.jsonl", "old\n", old)
+    _shard(tmp_path / "r-00000-of-00001.jsonl", "new\n", new)
+    _shard(tmp_path / "r-dry-run-00000.jsonl", "dry\n", old)   # not a real run's shard: kept
+    _shard(tmp_path / "rx-00000-of-00002.jsonl", "other\n", old)  # another prefix: kept
+    remove_stale_shards(str(tmp_path / "r"), since=new - 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r-00000-of-00001.jsonl", "r-dry-run-00000.jsonl",
+                                                          "rx-00000-of-00002.jsonl"]
+
+
+def test_stale_shards_keep_everything_when_this_run_wrote_nothing_or_the_same_count(tmp_path):
+    old, new = 1_000_000.0, 2_000_000.0
+    for i in range(2):
+        _shard(tmp_path / f"r-{i:05d}-of-00002.jsonl", "old\n", old)
+    remove_stale_shards(str(tmp_path / "r"), since=new - 1)  # nothing fresh: nothing is known to be stale
+    assert len(list(tmp_path.iterdir())) == 2
+    _shard(tmp_path / "r-00000-of-00002.jsonl", "new\n", new)  # the same shard count: Beam's sink replaced them
+    remove_stale_shards(str(tmp_path / "r"), since=new - 1)
+    assert len(list(tmp_path.iterdir())) == 2
+
+
+def test_count_input_lines(tmp_path):
+    import gzip
+
+    (tmp_path / "a.jsonl").write_text('{"prompt": "a"}\n\n{"prompt": "b"}\n')
+    with gzip.open(tmp_path / "b.jsonl.gz", "wt") as fh:
+        fh.write('{"prompt": "c"}\n')
+    assert count_input_lines(str(tmp_path / "*")) == 3
+    assert count_input_lines(str(tmp_path / "*"), max_bytes=10) is None  # too big to be worth counting
+    assert count_input_lines(str(tmp_path / "none*")) is None
 
 
 # ---------------------------------------------------------------------------------------------- the lock

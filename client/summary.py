@@ -1,49 +1,31 @@
-"""The run summary: Beam metrics (namespace ``chatbeam``) of a finished run → one JSON object and a short report.
+"""The run summary, with no Beam import: a finished run's counters → one JSON object, and the short report printed.
 
-    counters = chatbeam_counters(result)           # {"records_read": 2000, "results_written": 1990, ...}
     summary = build_summary(counters, run_date="2025-01-31", wall_s=12.5, prices_as_of="2025-07-01")
-    write_json(f"{output}-summary.json", summary)  # local or gs://
     print(format_summary(summary))
 
-At the end of a run the CLI waits for (DirectRunner, or DataflowRunner from the command line), ``run()`` writes
-``{output}-summary.json`` beside the outputs and ``main()`` prints the report. A Flex Template launch does not
-wait, so there the same numbers are the job's Beam metrics in the Dataflow console.
+``counters`` are the run's ``chatbeam`` Beam counters summed over all steps (transforms/metrics.py
+``chatbeam_counters``); ``budget`` is the job ledger's block (``budget_block``), when the job had caps. The CLI
+(pipelines/extract.py) writes the summary as ``{output}-summary.json`` beside the outputs and prints the report. A
+Flex Template launch does not wait, so there the same numbers are the job's Beam metrics in the Dataflow console.
 
 Where the numbers come from: ``records_read`` (transforms/read.py), ``results_written`` / ``errors_written_<type>``
 (transforms/write.py: what the sinks got, whichever path a record took), ``resume_skipped``
 (transforms/checkpoint.py), and the core's counters flushed by transforms/call.py (client/metrics.py):
 ``requests`` (records sent to the caller), ``attempts`` (HTTP requests), ``retries``, ``status_429``,
 ``tokens_*``, ``cost_nano_usd`` (priced by client/pricing.py), plus ``cumulativeThrottlingSeconds``.
+The fields are described in docs/nightly.md.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any, Mapping
 
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics.metric import MetricsFilter
+from client.constants import NANO
+from client.jobshare import JobShareSettings
+from client.ledger import read_report
+from client.ledger_store import open_store
 
-__all__ = ["build_summary", "chatbeam_counters", "count_input_lines", "count_records", "format_summary", "read_json",
-           "write_json"]
-
-NAMESPACE = "chatbeam"
-NANO = 1e9
-COUNT_LINES_MAX_BYTES = 256 * 1024 * 1024  # above this, counting input lines for the progress total isn't worth it
-GZIP_RATIO = 8  # JSONL compresses about this well
-
-
-def chatbeam_counters(result: Any) -> dict[str, int]:
-    """Sum the ``chatbeam`` counters of a PipelineResult over all steps (committed values; attempted if the runner
-    reports no committed ones)."""
-    found = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
-    totals: dict[str, int] = {}
-    for metric in found.get("counters", []):
-        value = metric.committed if metric.committed is not None else metric.attempted
-        name = metric.key.metric.name
-        totals[name] = totals.get(name, 0) + int(value or 0)
-    return totals
+__all__ = ["budget_block", "build_summary", "format_summary"]
 
 
 def _by_prefix(counters: Mapping[str, int], prefix: str) -> dict[str, int]:
@@ -190,45 +172,22 @@ def _budget_line(b: Mapping[str, Any]) -> str:
     return text
 
 
-def write_json(path: str, data: Any) -> None:
-    """Write one JSON document to a local or gs:// path (replacing it)."""
-    with FileSystems.create(path) as fh:
-        fh.write((json.dumps(data, indent=2, sort_keys=False) + "\n").encode("utf-8"))
-
-
-def read_json(path: str) -> Any:
-    with FileSystems.open(path) as fh:
-        return json.loads(fh.read().decode("utf-8"))
-
-
-def count_records(pattern: str) -> int | None:
-    """Non-empty lines in the input files, local or gs:// (for --deadline's projection); None if unreadable."""
+def budget_block(settings: JobShareSettings | None, counters: Mapping[str, int]) -> dict[str, Any] | None:
+    """The summary's ``budget`` block: the job-wide caps, what the whole job spent against them, the ledger's view."""
+    if settings is None:
+        return None
+    out: dict[str, Any] = {"scope": "job", **{k: v for k, v in settings.terms.items() if v is not None}}
+    tokens, cost = int(counters.get("tokens_total", 0)), counters.get("cost_nano_usd", 0) / NANO
+    if settings.max_total_tokens is not None:
+        out["spent_tokens"] = tokens
+        out["tokens_used_pct"] = round(100.0 * tokens / settings.max_total_tokens, 2)
+    if settings.max_cost_usd is not None:
+        out["spent_usd"] = round(cost, 6)
+        out["cost_used_pct"] = round(100.0 * cost / settings.max_cost_usd, 2)
+    out["budget_exhausted"] = int(counters.get("errors_written_budget_exhausted", 0))
     try:
-        files = FileSystems.match([pattern])[0].metadata_list
-        total = 0
-        for f in files:
-            with FileSystems.open(f.path) as fh:
-                total += sum(1 for line in fh if line.strip())
-        return total
-    except Exception:  # noqa: BLE001 - without a total the escalation only acts at the deadline itself
-        return None
-
-
-def count_input_lines(pattern: str, max_bytes: int = COUNT_LINES_MAX_BYTES) -> int | None:
-    """Non-empty lines in local input files (for the progress total), or None when the input is remote or big."""
-    try:
-        files = FileSystems.match([pattern])[0].metadata_list
-    except Exception:  # noqa: BLE001 - a progress total is a nicety; the real input check happens elsewhere
-        return None
-    # A compressed file (.gz, .bz2, ...) is counted after decompression, as ReadFromText reads it; its size on disk
-    # understates the work, so it counts GZIP_RATIO times against the limit.
-    compressed = [CompressionTypes.detect_compression_type(f.path) != CompressionTypes.UNCOMPRESSED for f in files]
-    size = sum(f.size_in_bytes * (GZIP_RATIO if c else 1) for f, c in zip(files, compressed))
-    if not files or any("://" in f.path for f in files) or size > max_bytes:
-        return None
-    total = 0
-    for f in files:
-        with FileSystems.open(f.path) as fh:  # CompressionTypes.AUTO: by the file's extension, like the reader
-            total += sum(1 for line in iter(fh.readline, b"") if line.strip())
-    return total
-
+        out.update(read_report(open_store(settings.url), settings.caps).as_dict())
+    except Exception as exc:  # noqa: BLE001 - the run is over; a summary without the ledger's view still helps
+        out["ledger"] = settings.url
+        out["ledger_error"] = f"{type(exc).__name__}: {exc}"[:200]
+    return out
