@@ -8,7 +8,6 @@ Every standard Beam/Dataflow option (``--runner``, ``--project``, ``--region``, 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -21,12 +20,13 @@ from client.config import ClientConfig, Target
 from client.scrub import split_userinfo
 from client.tiers import TierPlan
 from pipelines.answer_options import add_answer_arguments, answer_settings
+from pipelines.bigquery_options import add_bigquery_arguments, bigquery_io, dated
 from pipelines.jobledger import add_ledger_arguments
 from pipelines.modes import Modes, add_mode_arguments, validate_modes
 from pipelines.nightly import NightlyPlan, add_nightly_arguments, parse_run_date, validate_nightly, with_run_date
 from pipelines.reliability import ReliabilityPlan, add_reliability_arguments, check_numbers, check_paths
 from schemas.records import DEFAULT_MAX_RECORD_BYTES
-from transforms.bigquery import BigQueryIO, add_bigquery_arguments
+from transforms.bigquery import BigQueryIO
 
 __all__ = ["ChatbeamOptions", "Plan", "UsageError", "validate"]
 
@@ -122,7 +122,7 @@ class Plan:
     emulator_args: str
     vertex_location: str = "us-central1"
     nightly: NightlyPlan = NightlyPlan()  # run date, resume, replay, dry run, budget (pipelines/nightly.py)
-    bigquery: BigQueryIO = BigQueryIO()  # tables and queries (transforms/bigquery.py)
+    bigquery: BigQueryIO = BigQueryIO()  # tables and queries (pipelines/bigquery_options.py)
     reliability: ReliabilityPlan = ReliabilityPlan()  # --max_error_rate, --force (pipelines/reliability.py)
     mode: str = "online"  # or "batch" (pipelines/modes.py)
     tiers: TierPlan = TierPlan()  # the online service tier and its deadline
@@ -220,7 +220,7 @@ def validate(options: PipelineOptions) -> Plan:
     o = options.view_as(ChatbeamOptions)
     project = options.view_as(GoogleCloudOptions).project
     try:
-        bq = BigQueryIO.from_options(o)
+        bq = bigquery_io(o)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if not (o.input or o.replay_errors or bq.reads):
@@ -237,12 +237,7 @@ def validate(options: PipelineOptions) -> Plan:
                     checkpoint_dir=nightly.checkpoint_dir, replay=nightly.replay_errors)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    # In table names {run_date} is YYYYMMDD, BigQuery's date-sharded convention (Beam's table references allow no
-    # dashes); in a query it stays YYYY-MM-DD, fit for a DATE literal.
-    compact = run_date.replace("-", "")
-    bq = dataclasses.replace(bq, input_query=with_run_date(bq.input_query, run_date),
-                             **{name: with_run_date(getattr(bq, name), compact)
-                                for name in ("input_table", "output_table", "errors_table")})
+    bq = dated(bq, run_date)
     if not output and (nightly.dry_run or (nightly.resume and not nightly.checkpoint_dir)):
         raise UsageError("--dry_run and --resume keep files beside the results: give --output, or for --resume a "
                          "--checkpoint_dir")

@@ -34,8 +34,10 @@ __all__ = [
     "MissingColumnsError",
     "ReadPromptsFromBigQuery",
     "WriteRecordsToBigQuery",
-    "add_bigquery_arguments",
     "check_input_columns",
+    "READ_METHODS",
+    "WRITE_DISPOSITIONS",
+    "WRITE_METHODS",
     "to_write_disposition",
 ]
 
@@ -240,42 +242,10 @@ class WriteRecordsToBigQuery(beam.PTransform):
             write_disposition=self._disposition, method=method, custom_gcs_temp_location=self._gcs_temp)
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Command line: what pipelines/options.py adds and validates, and what pipelines/extract.py wires.
-
-_COLUMN_FLAGS = ("id_column", "prompt_column", "messages_column", "system_column", "metadata_columns")
-
-
-def add_bigquery_arguments(parser) -> None:
-    """The BigQuery options, for a PipelineOptions subclass's ``_add_argparse_args``."""
-    bq = parser.add_argument_group("BigQuery")
-    bq.add_argument("--input_table", help="read prompts from this table, PROJECT:DATASET.TABLE")
-    bq.add_argument("--input_query", help="read prompts from this standard-SQL query's result")
-    bq.add_argument("--id_column", help="column with the record id (default: a hash of the record's content)")
-    bq.add_argument("--prompt_column", help="STRING column with the prompt (default: prompt)")
-    bq.add_argument("--messages_column",
-                    help="column with OpenAI chat messages: JSON text (STRING/JSON) or ARRAY<STRUCT<role, content>>")
-    bq.add_argument("--system_column", help="STRING column with a per-row system prompt")
-    bq.add_argument("--metadata_columns", help="comma-separated columns carried untouched into results and errors")
-    bq.add_argument("--output_table", help="write results to this table (created if needed)")
-    bq.add_argument("--errors_table", help="write errors to this table (created if needed)")
-    bq.add_argument("--write_disposition", default="append", choices=sorted(WRITE_DISPOSITIONS),
-                    help="for --output_table/--errors_table: append (default), truncate, or empty (fail if not)")
-    bq.add_argument("--bigquery_read_method", default="DIRECT_READ", choices=READ_METHODS,
-                    help="DIRECT_READ (Storage Read API, default) or EXPORT (export job to --temp_location)")
-    bq.add_argument("--bigquery_write_method", choices=WRITE_METHODS,
-                    help="default: FILE_LOADS (needs a gs:// --temp_location); STREAMING_INSERTS appends only")
-    bq.add_argument("--bigquery_temp_dataset", help="dataset for Beam's temporary tables (default: Beam's own)")
-    bq.add_argument("--bigquery_endpoint", help="a BigQuery emulator's REST root, e.g. http://127.0.0.1:9050 "
-                                                "(DirectRunner only; see docs/bigquery-gcs.md)")
-    bq.add_argument("--bigquery_storage_endpoint", help="the emulator's Storage Read API gRPC HOST:PORT (for reads)")
-    bq.add_argument("--no_bigquery_checks", action="store_true",
-                    help="skip the pre-flight check that the input table/query has the mapped columns")
-
-
 @dataclass(frozen=True)
 class BigQueryIO:
-    """The BigQuery side of one command line: which reader and writers to use (None: files)."""
+    """The BigQuery side of one run, as plain values: which reader and writers to use (None: files). Built from the
+    command line by pipelines/bigquery_options.py; ``read()`` / ``write(kind)`` make the transforms."""
 
     input_table: str | None = None
     input_query: str | None = None
@@ -288,35 +258,6 @@ class BigQueryIO:
     temp_dataset: str | None = None
     endpoint: BigQueryEndpoint | None = None
     validate: bool = True
-
-    @classmethod
-    def from_options(cls, o: Any) -> "BigQueryIO":
-        """From parsed options (anything with the attributes above); ValueError with a one-line message."""
-        get = lambda name, default=None: getattr(o, name, default)  # noqa: E731
-        table, query = get("input_table"), get("input_query")
-        if table and query:
-            raise ValueError("give one of --input_table or --input_query, not both")
-        if (table or query) and get("input"):
-            raise ValueError("give one input: --input, --input_table or --input_query")
-        columns = {name: get(name) for name in _COLUMN_FLAGS}
-        if not (table or query) and any(columns.values()):
-            used = ", ".join(f"--{n}" for n, v in columns.items() if v)
-            raise ValueError(f"{used} apply to --input_table/--input_query only")
-        mapping = ColumnMapping.from_options(**columns) if (table or query) else None
-        if get("output_table") and get("output"):
-            raise ValueError("give one results sink: --output or --output_table")
-        if get("errors_table") and get("errors"):
-            raise ValueError("give one errors sink: --errors or --errors_table")
-        if get("output_table") and not (get("errors_table") or get("errors")):
-            raise ValueError("with --output_table, give --errors_table (or an --errors path) for the errors")
-        disposition = get("write_disposition") or "append"
-        to_write_disposition(disposition)
-        return cls(input_table=table, input_query=query, mapping=mapping, output_table=get("output_table"),
-                   errors_table=get("errors_table"), write_disposition=disposition,
-                   read_method=get("bigquery_read_method") or "DIRECT_READ",
-                   write_method=get("bigquery_write_method"), temp_dataset=get("bigquery_temp_dataset"),
-                   endpoint=BigQueryEndpoint.from_options(get("bigquery_endpoint"), get("bigquery_storage_endpoint")),
-                   validate=not get("no_bigquery_checks", False))
 
     @property
     def reads(self) -> bool:

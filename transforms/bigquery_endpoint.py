@@ -24,9 +24,9 @@ falling back to anonymous). Against emulators, point ``GOOGLE_APPLICATION_CREDEN
 ``authorized_user`` file with a far-future token (``tests/gcp/emulators.py`` writes one): its token is sent to the
 emulators only, and it is never refreshed.
 
-    >>> ep = BigQueryEndpoint.from_options("http://127.0.0.1:9050", "127.0.0.1:9060")
-    >>> ep.rest_url, ep.storage_target
-    ('http://127.0.0.1:9050', '127.0.0.1:9060')
+    >>> ep = BigQueryEndpoint("http://127.0.0.1:9050", "127.0.0.1:9060")   # the flags: pipelines/bigquery_options.py
+    >>> ep.client_options()
+    {'api_endpoint': 'http://127.0.0.1:9050'}
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ import threading
 import types
 from dataclasses import dataclass
 from typing import Any, Callable
-from urllib.parse import urlparse
 
 __all__ = ["BigQueryEndpoint", "redirect_beam_bigquery"]
 
@@ -52,20 +51,6 @@ class BigQueryEndpoint:
 
     rest_url: str
     storage_target: str | None = None
-
-    @classmethod
-    def from_options(cls, rest_url: str | None, storage_target: str | None = None) -> "BigQueryEndpoint | None":
-        """None without ``rest_url`` (real BigQuery); a ValueError (one line) for a malformed value."""
-        if not rest_url:
-            if storage_target:
-                raise ValueError("--bigquery_storage_endpoint needs --bigquery_endpoint too")
-            return None
-        parsed = urlparse(rest_url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError(f"--bigquery_endpoint must be a URL like http://127.0.0.1:9050, not {rest_url!r}")
-        if storage_target and ("://" in storage_target or ":" not in storage_target):
-            raise ValueError(f"--bigquery_storage_endpoint must be HOST:PORT, not {storage_target!r}")
-        return cls(rest_url=rest_url.rstrip("/"), storage_target=storage_target or None)
 
     def client_options(self) -> dict[str, str]:
         """For a google-cloud-bigquery Client of our own: ``Client(client_options=ep.client_options())``."""

@@ -1,4 +1,4 @@
-"""The --bigquery_endpoint seam: option parsing, and that the three Beam internals it relies on still exist (a Beam
+"""The BigQuery options (pipelines/bigquery_options.py) and the --bigquery_endpoint seam: and that the three Beam internals it relies on still exist (a Beam
 upgrade that moves them fails here, by name, rather than silently talking to real BigQuery)."""
 
 from __future__ import annotations
@@ -7,13 +7,14 @@ import os
 
 import pytest
 
+from pipelines.bigquery_options import bigquery_endpoint, bigquery_io
 from transforms.bigquery import ColumnMapping, WriteRecordsToBigQuery, to_write_disposition
 from transforms.bigquery_endpoint import BIGQUERY_EMULATOR_HOST, BigQueryEndpoint, redirect_beam_bigquery
 
 
-def test_from_options():
-    assert BigQueryEndpoint.from_options(None) is None
-    ep = BigQueryEndpoint.from_options("http://127.0.0.1:9050/", "127.0.0.1:9060")
+def test_endpoint_options():
+    assert bigquery_endpoint(None) is None
+    ep = bigquery_endpoint("http://127.0.0.1:9050/", "127.0.0.1:9060")
     assert ep == BigQueryEndpoint("http://127.0.0.1:9050", "127.0.0.1:9060")
     assert ep.client_options() == {"api_endpoint": "http://127.0.0.1:9050"}
 
@@ -25,7 +26,7 @@ def test_from_options():
 ])
 def test_bad_endpoint_options(rest, grpc, message):
     with pytest.raises(ValueError, match=message):
-        BigQueryEndpoint.from_options(rest, grpc)
+        bigquery_endpoint(rest, grpc)
 
 
 def test_beam_internals_the_seam_relies_on_are_there():
@@ -82,7 +83,7 @@ def test_bad_write_options():
 def _parse(*argv: str):
     import argparse
 
-    from transforms.bigquery import add_bigquery_arguments
+    from pipelines.bigquery_options import add_bigquery_arguments
 
     parser = argparse.ArgumentParser()
     for name in ("--input", "--output", "--errors"):
@@ -91,10 +92,10 @@ def _parse(*argv: str):
     return parser.parse_args(list(argv))
 
 
-def test_bigquery_io_from_options():
-    from transforms.bigquery import BigQueryIO, ReadPromptsFromBigQuery
+def test_bigquery_options():
+    from transforms.bigquery import ReadPromptsFromBigQuery
 
-    io = BigQueryIO.from_options(_parse(
+    io = bigquery_io(_parse(
         "--input_table", "p:d.t", "--id_column", "qid", "--messages_column", "m", "--metadata_columns", "a,b",
         "--output_table", "p:d.res", "--errors_table", "p:d.err", "--write_disposition", "truncate",
         "--bigquery_endpoint", "http://127.0.0.1:9050", "--bigquery_storage_endpoint", "127.0.0.1:9060"))
@@ -103,7 +104,7 @@ def test_bigquery_io_from_options():
     assert io.endpoint == BigQueryEndpoint("http://127.0.0.1:9050", "127.0.0.1:9060")
     assert isinstance(io.read(), ReadPromptsFromBigQuery)
     assert isinstance(io.write("errors"), WriteRecordsToBigQuery)
-    files = BigQueryIO.from_options(_parse("--input", "x.jsonl", "--output", "out/r"))
+    files = bigquery_io(_parse("--input", "x.jsonl", "--output", "out/r"))
     assert not files.reads and files.output_table is None and files.endpoint is None
 
 
@@ -116,7 +117,5 @@ def test_bigquery_io_from_options():
     (("--input_table", "p:d.t", "--prompt_column", "a", "--messages_column", "b"), "exactly one of"),
 ])
 def test_bigquery_io_rejects_contradictions(argv, message):
-    from transforms.bigquery import BigQueryIO
-
     with pytest.raises(ValueError, match=message):
-        BigQueryIO.from_options(_parse(*argv))
+        bigquery_io(_parse(*argv))
