@@ -163,6 +163,53 @@ def _lookup(row: Mapping[str, Any]) -> dict[str, str]:
     return {key.lower(): key for key in row}
 
 
+class _BadRow(ValueError):
+    """A mapped cell that cannot make a record: the row becomes an error record with this message."""
+
+
+def _prompt(value: Any, column: str) -> str:
+    if value is None:
+        raise _BadRow(f"prompt: column {column!r} is NULL")
+    if not isinstance(value, str):
+        raise _BadRow(f"prompt: column {column!r} holds {type(value).__name__}, not STRING")
+    return value
+
+
+def _messages(value: Any, column: str) -> Any:
+    """JSON text (STRING, JSON or BYTES) or a REPEATED RECORD → the messages list (validated later by parse_row)."""
+    if value is None:
+        raise _BadRow(f"messages: column {column!r} is NULL")
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode("utf-8", "replace")
+    if not isinstance(value, str):
+        return _drop_nulls(json_safe(value))
+    try:
+        return json.loads(value)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise _BadRow(f"messages: column {column!r} is not valid JSON: {exc}") from None
+
+
+def _record_fields(row: Mapping[str, Any], keys: Mapping[str, str], mapping: ColumnMapping, record_id: str | None,
+                   metadata: dict[str, Any] | None) -> dict[str, Any]:
+    """The JSONL-record object of one row (what parse_row checks); raises _BadRow for a cell that cannot be one."""
+    def cell(col: str | None) -> Any:
+        return None if col is None else row[keys[col.lower()]]
+
+    obj: dict[str, Any] = {}
+    if record_id is not None:
+        obj["id"] = record_id
+    if mapping.prompt_column is not None:
+        obj["prompt"] = _prompt(cell(mapping.prompt_column), mapping.prompt_column)
+    else:
+        obj["messages"] = _messages(cell(mapping.messages_column), mapping.messages_column)
+    system = cell(mapping.system_column)
+    if system is not None:
+        obj["system"] = system
+    if metadata is not None:
+        obj["metadata"] = metadata
+    return obj
+
+
 def row_to_record(row: Mapping[str, Any], mapping: ColumnMapping) -> InputRecord | ErrorRecord:
     """One input row → an InputRecord, or a read-stage ErrorRecord whose ``record`` is the whole row (JSON-safe).
 
@@ -178,54 +225,20 @@ def row_to_record(row: Mapping[str, Any], mapping: ColumnMapping) -> InputRecord
     missing = mapping.missing(row.keys())
     if missing:
         raise MissingColumnsError(f"input row has no column {', '.join(missing)}; it has: {', '.join(row)}")
-
-    def get(col: str | None) -> Any:
-        return None if col is None else row[keys[col.lower()]]
-
     safe_row = json_safe(dict(row))
     metadata = {col: safe_row[keys[col.lower()]] for col in mapping.metadata_columns} or None
-    raw_id = get(mapping.id_column)
+    raw_id = None if mapping.id_column is None else row[keys[mapping.id_column.lower()]]
     record_id = None if raw_id is None else str(json_safe(raw_id))
-
-    def error(message: str) -> ErrorRecord:
-        err = read_error("invalid_record", message, record=safe_row, record_id=record_id)
-        err.metadata = metadata
-        return err
-
-    obj: dict[str, Any] = {}
-    if record_id is not None:
-        obj["id"] = record_id
-    if mapping.prompt_column is not None:
-        prompt = get(mapping.prompt_column)
-        if prompt is None:
-            return error(f"prompt: column {mapping.prompt_column!r} is NULL")
-        if not isinstance(prompt, str):
-            return error(f"prompt: column {mapping.prompt_column!r} holds {type(prompt).__name__}, not STRING")
-        obj["prompt"] = prompt
-    else:
-        messages = get(mapping.messages_column)
-        if messages is None:
-            return error(f"messages: column {mapping.messages_column!r} is NULL")
-        if isinstance(messages, (bytes, bytearray)):
-            messages = bytes(messages).decode("utf-8", "replace")
-        if isinstance(messages, str):
-            try:
-                messages = json.loads(messages)
-            except (json.JSONDecodeError, RecursionError) as exc:
-                return error(f"messages: column {mapping.messages_column!r} is not valid JSON: {exc}")
-        else:
-            messages = _drop_nulls(json_safe(messages))
-        obj["messages"] = messages
-    system = get(mapping.system_column)
-    if system is not None:
-        obj["system"] = system
-    if metadata is not None:
-        obj["metadata"] = metadata
-
-    out = parse_row(obj)
-    if isinstance(out, ErrorRecord):
-        return error(out.message)
-    return out
+    try:
+        out = parse_row(_record_fields(row, keys, mapping, record_id, metadata))
+        message = out.message if isinstance(out, ErrorRecord) else None
+    except _BadRow as bad:
+        message = str(bad)
+    if message is None:
+        return out
+    err = read_error("invalid_record", message, record=safe_row, record_id=record_id)
+    err.metadata = metadata
+    return err
 
 
 # --------------------------------------------------------------------------------------------------------------------
