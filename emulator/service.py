@@ -68,21 +68,27 @@ class Emulator:
         self.tokens.reset()
 
     # -- the pipeline -------------------------------------------------------------------
+    async def _receive(self, request: Request, vertex: bool) -> tuple[Any, str, int]:
+        """Read the body, count the attempt by the body's fingerprint (a retry of the same body is attempt 2), check
+        the credentials; a body that is not JSON is a 400 after that. Returns (body, fingerprint, attempt)."""
+        raw = await request.body()
+        try:
+            body: Any = loads(raw)
+            fingerprint = hashlib.sha256(canonical(body)).hexdigest()
+        except (JSONDecodeError, TypeError):
+            body, fingerprint = _NOT_JSON, hashlib.sha256(raw).hexdigest()
+        attempt = self.stats.receive(fingerprint)
+        self._auth(request, vertex)
+        if body is _NOT_JSON:
+            raise errors.invalid_argument("Invalid JSON payload received.")
+        return body, fingerprint, attempt
+
     async def chat(self, request: Request, route: str) -> Response:
         stats = self.stats
         stats.begin(route)
         vertex = route != PLAIN
         try:
-            raw = await request.body()
-            try:
-                body: Any = loads(raw)
-                fingerprint = hashlib.sha256(canonical(body)).hexdigest()
-            except (JSONDecodeError, TypeError):
-                body, fingerprint = _NOT_JSON, hashlib.sha256(raw).hexdigest()
-            attempt = stats.receive(fingerprint)
-            self._auth(request, vertex)
-            if body is _NOT_JSON:
-                raise errors.invalid_argument("Invalid JSON payload received.")
+            body, fingerprint, attempt = await self._receive(request, vertex)
             req = parse_chat(body, can_think=self._can_think(route, body),
                              think_by_default=self.config.thinking_by_default)
             model = self._model(route, req, request.path_params)
@@ -106,16 +112,7 @@ class Emulator:
         stats = self.stats
         stats.begin(NATIVE)
         try:
-            raw = await request.body()
-            try:
-                body: Any = loads(raw)
-                fingerprint = hashlib.sha256(canonical(body)).hexdigest()
-            except (JSONDecodeError, TypeError):
-                body, fingerprint = _NOT_JSON, hashlib.sha256(raw).hexdigest()
-            attempt = stats.receive(fingerprint)
-            self._auth(request, True)
-            if body is _NOT_JSON:
-                raise errors.invalid_argument("Invalid JSON payload received.")
+            body, fingerprint, attempt = await self._receive(request, True)
             params = request.path_params
             model = self.publisher_model(params.get("model", ""), params)
             req = self.parse_native(body, model)

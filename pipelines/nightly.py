@@ -4,9 +4,9 @@
     nightly = validate_nightly(options_view)         # from options.validate(); raises ValueError (one line)
     with_run_date("gs://b/{run_date}/results", "2025-01-31")  # 'gs://b/2025-01-31/results'
 
-``{run_date}`` in ``--input``, ``--output``, ``--errors``, ``--checkpoint_dir`` and ``--replay_errors`` (and, once
-the BigQuery options land, in table names) becomes ``--run_date`` (default: today in UTC), so each night's run
-writes to its own paths and never overwrites another's. See docs/nightly.md.
+``{run_date}`` in ``--input``, ``--output``, ``--errors``, ``--checkpoint_dir`` and ``--replay_errors`` (and in
+BigQuery table names and queries: pipelines/bigquery_options.py ``dated``) becomes ``--run_date`` (default: today in
+UTC), so each night's run writes to its own paths and never overwrites another's. See docs/nightly.md.
 """
 
 from __future__ import annotations
@@ -154,6 +154,14 @@ def validate_nightly(o: Any, *, output: str | None, errors: str | None) -> Night
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off", "")
 
 
+def _flag_value(name: str, value: str) -> bool:
+    """``--flag=VALUE`` of an on/off flag: true/1/yes/on or false/0/no/off/empty; ValueError otherwise."""
+    word = value.strip().lower()
+    if word in _TRUE or word in _FALSE:
+        return word in _TRUE
+    raise ValueError(f"{name} takes true or false, not {value!r}")
+
+
 def normalize_argv(argv: Sequence[str]) -> list[str]:
     """``--dry_run`` (or ``--dry_run=true|false``) → our ``--chatbeam_dry_run`` flag, before Beam parses anything:
     Beam's TestOptions defines a ``--dry_run`` that takes a value and, on Dataflow, stops the job from being
@@ -163,10 +171,8 @@ def normalize_argv(argv: Sequence[str]) -> list[str]:
         name, eq, value = arg.partition("=")
         if name != "--dry_run":
             out.append(arg)
-        elif not eq or value.strip().lower() in _TRUE:
+        elif not eq or _flag_value(name, value):
             out.append("--chatbeam_dry_run")
-        elif value.strip().lower() not in _FALSE:
-            raise ValueError(f"--dry_run takes true or false, not {value!r}")
     return out
 
 
@@ -184,10 +190,8 @@ def template_argv(argv: Sequence[str], parser: argparse.ArgumentParser) -> list[
     for arg in argv:
         name, eq, value = arg.partition("=")
         if eq and name in flags:
-            if value.strip().lower() in _TRUE:
+            if _flag_value(name, value):
                 out.append(name)
-            elif value.strip().lower() not in _FALSE:
-                raise ValueError(f"{name} takes true or false, not {value!r}")
             continue
         out.append(arg)
     return out
