@@ -1,17 +1,22 @@
-"""What Dataflow gets: the sdist built from setup.py (as Beam's stager builds it for --setup_file), the Flex
-Template's metadata.json, Dockerfile and launcher entry point. Nothing here reaches Google; see docs/nightly.md
-for what could not be run."""
+"""What Dataflow and pip users get: the sdist built from setup.py (as Beam's stager builds it for --setup_file), the
+wheel (as ``pip install`` builds it) with every data file the code reads at runtime, the declared dependencies, the
+Flex Template's metadata.json, Dockerfile and launcher entry point. Nothing here reaches Google (the wheel build
+fetches its build backend from the package index, as any ``pip install .`` does); see docs/nightly.md for what
+could not be run."""
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import re
 import shutil
 import subprocess
 import sys
 import tarfile
-from importlib.metadata import version
+import tomllib
+import zipfile
+from importlib.metadata import packages_distributions, version
 from pathlib import Path
 
 import pytest
@@ -22,7 +27,10 @@ from pipelines.options import ChatbeamOptions, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 DATAFLOW = ROOT / "dataflow"
-PACKAGES = ("pipelines", "transforms", "schemas", "client", "emulator")
+PACKAGES = ("pipelines", "transforms", "schemas", "client", "emulator", "report")
+# Read at runtime by the code (client/pricing.py: the bundled price table). A new data file goes here, in
+# pyproject.toml's package-data, and the wheel test below proves it ships.
+RUNTIME_DATA = {"client/prices.json"}
 JUNK = shutil.ignore_patterns(".git", "__pycache__", "*.pyc", ".pytest_cache", ".hypothesis", "*.egg-info", "build",
                               "dist", "out", ".venv*", "tests", "bench")
 
@@ -46,6 +54,87 @@ def test_sdist_holds_every_module_and_data_file(sdist_names):
     assert "client/prices.json" in wanted and "pipelines/nightly.py" in wanted
     assert wanted - sdist_names == set()
     assert {"setup.py", "pyproject.toml", "README.md"} <= sdist_names
+
+
+def _package_files(*, data: bool) -> set[str]:
+    return {str(path.relative_to(ROOT)) for package in PACKAGES for path in (ROOT / package).rglob("*")
+            if path.is_file() and "__pycache__" not in path.parts and (path.suffix != ".py") == data
+            and path.suffix != ".pyc"}
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> zipfile.ZipFile:
+    """The wheel ``pip install .`` would build, from a clean copy of the repository."""
+    src = tmp_path_factory.mktemp("wsrc") / "chatbeam"
+    shutil.copytree(ROOT, src, ignore=JUNK)
+    dist = tmp_path_factory.mktemp("wheel")
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "-q", "-w", str(dist)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (path,) = dist.glob("chatbeam-*.whl")
+    return zipfile.ZipFile(path)
+
+
+def test_wheel_holds_every_module_and_every_runtime_data_file(wheel):
+    names = set(wheel.namelist())
+    assert RUNTIME_DATA <= _package_files(data=True)  # the list names files that exist
+    assert _package_files(data=True) == RUNTIME_DATA, "a new data file in a package: add it to RUNTIME_DATA"
+    assert RUNTIME_DATA - names == set()
+    assert _package_files(data=False) - names == set()
+    assert "chatbeam = pipelines.cli:main" in wheel.read("chatbeam-0.1.0.dist-info/entry_points.txt").decode()
+
+
+def test_package_data_globs_name_files_that_exist():
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    for package, globs in package_data.items():
+        for glob in globs:
+            assert list((ROOT / package).glob(glob)), f"package-data {package}: {glob!r} matches no file"
+
+
+def _imported_distributions() -> dict[str, str]:
+    """Third-party distributions the product code imports unconditionally (an import inside ``try: ... except
+    ImportError`` is optional), each with one module that imports it. ``google.*`` is a namespace shared by several
+    distributions (google-auth, google-genai, the Cloud clients apache-beam[gcp] brings), so it is left out."""
+    found: dict[str, str] = {}
+    local = set(PACKAGES)
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            tree = ast.parse(path.read_text())
+            optional = {id(node) for t in ast.walk(tree) if isinstance(t, ast.Try)
+                        and any("ImportError" in ast.unparse(h.type or ast.Name("")) for h in t.handlers)
+                        for node in ast.walk(t)}
+            for node in ast.walk(tree):
+                if id(node) in optional:
+                    continue
+                if isinstance(node, ast.Import):
+                    modules = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    modules = [node.module]
+                else:
+                    continue
+                for module in modules:
+                    top = module.split(".")[0]
+                    if top in sys.stdlib_module_names or top in local or top == "google":
+                        continue
+                    for dist in packages_distributions().get(top, [top]):
+                        found.setdefault(dist.lower().replace("_", "-"), str(path.relative_to(ROOT)))
+    return found
+
+
+# Imported directly but declared through the distribution that pins them: declaring them too would fight that pin.
+PROVIDED = {"pydantic-core": "pydantic", "grpcio": "apache-beam[gcp]"}
+
+
+def test_every_imported_distribution_is_declared():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {re.split(r"[\[<>=!~; ]", dep, maxsplit=1)[0].lower() for dep in project["dependencies"]}
+    missing = {dist: where for dist, where in _imported_distributions().items()
+               if dist not in declared and dist not in PROVIDED}
+    assert missing == {}, f"imported but not declared in pyproject.toml dependencies: {missing}"
+    assert {"httpx2", "httpx"} <= declared
+    tests_only = {re.split(r"[\[<>=!~; ]", dep, maxsplit=1)[0].lower()
+                  for dep in project["optional-dependencies"]["test"]}
+    assert "httpx" not in tests_only  # a runtime dependency (client/batch_jobs.py), not a test-only one
 
 
 # ----------------------------------------------------------------------------------------------- metadata.json
