@@ -72,7 +72,7 @@ def write_run(directory: Path, records: int, seed: int = 1) -> str:
 
 
 def measure(records: int, repeat: int, browser: bool) -> dict:
-    from pipelines.report import build_report
+    from transforms.report_files import build_report
 
     sizes, builds, loads, output_mb = [], [], [], 0.0
     for r in range(repeat):

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import json
 import logging
 import threading
 import time
@@ -43,14 +44,16 @@ from typing import Any, Callable, Mapping
 from client.budget import Budget
 from client.constants import NANO
 from client.ledger import JobLedger, new_owner_id
-from client.ledger_store import LedgerStore, open_store
+from client.ledger_store import LedgerStore, LedgerUnavailable, open_store
 
-__all__ = ["DEFAULT_DEAD_AFTER_S", "DEFAULT_HEARTBEAT_S", "JobShare", "JobShareSettings"]
+__all__ = ["DEFAULT_DEAD_AFTER_S", "DEFAULT_HEARTBEAT_S", "JOB_OBJECT", "JobShare", "JobShareSettings",
+           "record_job"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HEARTBEAT_S = 2.0  # GCS: at most one write per second per object; a heartbeat is written once per interval
 DEFAULT_DEAD_AFTER_S = 60.0  # a member whose beat has not changed this long is dead; its unused lease is reclaimed
+JOB_OBJECT = "job.json"  # in the ledger: the job's caps, as its options gave them
 DEFAULT_IDLE_RETURN_S = 10.0  # nothing in flight this long: give the unused lease back
 
 
@@ -81,6 +84,19 @@ class JobShareSettings:
         if self.max_cost_usd is not None:
             caps["nano_usd"] = round(self.max_cost_usd * NANO)
         return caps
+
+
+def record_job(store: LedgerStore, settings: JobShareSettings) -> None:
+    """``job.json`` holds the caps; a job joining an existing ledger must state the same ones (LedgerUnavailable,
+    one line, otherwise). Run once by the launcher before any work (pipelines/jobledger.py)."""
+    terms = settings.terms
+    if store.create(JOB_OBJECT, json.dumps({**terms, "created": round(time.time(), 3)}).encode()):
+        return
+    existing = json.loads(store.read(JOB_OBJECT) or b"{}")
+    theirs = {k: existing.get(k) for k in terms}
+    if theirs != terms:
+        differ = ", ".join(f"--{k} {theirs[k]} (this run: {terms[k]})" for k in terms if theirs[k] != terms[k])
+        raise LedgerUnavailable(f"the job ledger at {store.url} belongs to a job with other limits: {differ}")
 
 
 class JobShare:

@@ -44,7 +44,6 @@ from pipelines.local_emulator import EmulatorStartError, LocalEmulator
 from pipelines.nightly import normalize_argv
 from pipelines.worker_logs import quiet_worker_startup
 from pipelines.options import EMULATOR_PROJECT, Plan, UsageError, validate
-from pipelines.report import build_report, run_totals, write_run_info
 from pipelines.signals import RunInterrupted, finish_interrupted, set_resume_hint, stop_on_signals
 from transforms import CallChatCompletions, ReadPrompts, WriteErrors, WriteResults
 from transforms.batch import CallBatchPrediction
@@ -53,6 +52,7 @@ from transforms.dry_run import DryRun
 from transforms.files import (DRY_RUN_SHARDS, check_run_files, count_input_lines, count_records,
                               read_json, remove_stale_shards, write_json)
 from transforms.metrics import chatbeam_counters
+from transforms.report_files import build_report, run_totals, write_run_info
 from transforms.read import ReadReplayErrors
 from transforms.run_lock import RunLock
 from transforms.write import WriteJsonl

@@ -15,20 +15,17 @@ local temp directory. An explicit ``--job_ledger`` is used as given, so separate
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
-import time
 from typing import Any
 
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
-from client.jobshare import DEFAULT_DEAD_AFTER_S, DEFAULT_HEARTBEAT_S, JobShareSettings
+from client.jobshare import DEFAULT_DEAD_AFTER_S, DEFAULT_HEARTBEAT_S, JobShareSettings, record_job
 from client.ledger_store import LedgerUnavailable, check_store, open_store
 
 __all__ = ["add_ledger_arguments", "prepare_ledger"]
 
-JOB_OBJECT = "job.json"
 _LOCAL_RUNNERS = (None, "DirectRunner", "direct", "BundleBasedDirectRunner", "SwitchingDirectRunner", "PrismRunner",
                   "prism")
 
@@ -80,19 +77,7 @@ def prepare_ledger(plan: Any, options: PipelineOptions, run_id: str) -> JobShare
     try:
         store = open_store(url)
         check_store(store)
-        _record_job(store, settings)
+        record_job(store, settings)
     except LedgerUnavailable as exc:
         raise ValueError(f"--job_ledger: {exc}") from None
     return settings
-
-
-def _record_job(store, settings: JobShareSettings) -> None:
-    """``job.json`` holds the caps; a job joining an existing ledger must state the same ones."""
-    terms = settings.terms
-    if store.create(JOB_OBJECT, json.dumps({**terms, "created": round(time.time(), 3)}).encode()):
-        return
-    existing = json.loads(store.read(JOB_OBJECT) or b"{}")
-    theirs = {k: existing.get(k) for k in terms}
-    if theirs != terms:
-        differ = ", ".join(f"--{k} {theirs[k]} (this run: {terms[k]})" for k in terms if theirs[k] != terms[k])
-        raise LedgerUnavailable(f"the job ledger at {store.url} belongs to a job with other limits: {differ}")

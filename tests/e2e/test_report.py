@@ -81,7 +81,7 @@ def test_the_page_opens_in_chromium_with_every_chart_drawn(report_run, tmp_path)
 
 
 def test_the_numbers_match_the_sinks_and_the_engine(report_run):
-    from pipelines.report import build_report
+    from transforms.report_files import build_report
 
     out = report_run["dir"]
     _, data = build_report(str(out / "results"), str(out / "errors"), out=str(out / "again.html"))
