@@ -231,6 +231,19 @@ def test_requirements_pin_the_beam_the_tests_run_and_cloudbuild_builds_this_dock
     assert '"-f", "dataflow/Dockerfile"' in (DATAFLOW / "cloudbuild.yaml").read_text()
 
 
+def test_the_launcher_image_pins_every_runtime_dependency_at_the_tested_version():
+    """The Dockerfile installs chatbeam with --no-deps: a dependency missing from requirements.txt is an ImportError
+    when the launcher imports the job (orjson and numpy through report/, for instance)."""
+    pins = dict(line.split("==") for line in (DATAFLOW / "requirements.txt").read_text().splitlines()
+                if line and not line.startswith("#"))
+    pinned = {name.split("[")[0].lower(): v for name, v in pins.items()}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for dep in project["dependencies"]:
+        name = re.split(r"[\[<>=!~; ]", dep, maxsplit=1)[0].lower()
+        assert name in pinned, f"{name} is a dependency of chatbeam but not in dataflow/requirements.txt"
+        assert pinned[name] == version(name), f"{name}: requirements.txt pins {pinned[name]}, tests run {version(name)}"
+
+
 @pytest.mark.e2e
 def test_the_launcher_entry_point_runs_a_dry_run_from_template_style_arguments(vertex_emulator, tmp_path):
     src = tmp_path / "in.jsonl"
