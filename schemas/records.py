@@ -154,6 +154,9 @@ class ResultRecord(BaseModel):
     latency_ms: float = 0.0
     alternatives: list[str] | None = None  # contents of choices 2..n when params.n > 1
     metadata: Any = None
+    # Served from the response cache (--cache, client/cache.py) instead of a call: the answer, usage and timestamps
+    # are the original call's; id and metadata are this run's input's.
+    cached: bool = False
 
 
 class ErrorRecord(BaseModel):
