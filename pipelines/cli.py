@@ -15,7 +15,9 @@ from typing import Sequence
 
 __all__ = ["SUBCOMMANDS", "main"]
 
-SUBCOMMANDS: dict[str, str] = {}
+SUBCOMMANDS: dict[str, str] = {
+    "cache": "pipelines.cache:main",  # chatbeam cache compact LOCATION [--cache_ttl_days N]
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,6 +28,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from client.budget import BudgetConfig
+from client.cache import CacheMode, cache_summary, format_cache_summary
 from client.config import Target
 from client.journal import JournalSettings
 from client.progress import ProgressSettings
@@ -36,6 +37,7 @@ from pipelines.nightly import normalize_argv
 from pipelines.options import EMULATOR_PROJECT, Plan, UsageError, validate
 from pipelines.summary import build_summary, chatbeam_counters, count_input_lines, format_summary, read_json, write_json
 from transforms import CallChatCompletions, ReadPrompts, WriteErrors, WriteResults
+from transforms.cache import CacheLookup, CacheStore
 from transforms.checkpoint import SkipDone, done_patterns
 from transforms.dry_run import DryRun
 from transforms.read import ReadReplayErrors
@@ -78,6 +80,10 @@ def build_pipeline(p: beam.Pipeline, plan: Plan, *, run_id: str = "", progress_t
         resumed = records | "SkipDone" >> SkipDone(plan.client,
                                                    done_patterns(n.checkpoint_dir, plan.output, plan.errors))
         records = resumed.todo
+    lookup = None
+    if plan.cache and plan.cache.mode.reads:  # the cache sits before the call step, whatever that step is
+        lookup = records | "CacheLookup" >> CacheLookup(plan.client, plan.cache)
+        records = lookup.todo
     called = records | "CallChatCompletions" >> CallChatCompletions(
         plan.client,
         budget=BudgetConfig(prices=n.price_table, max_cost_usd=n.max_cost_usd, max_total_tokens=n.max_total_tokens,
@@ -86,10 +92,17 @@ def build_pipeline(p: beam.Pipeline, plan: Plan, *, run_id: str = "", progress_t
                  if n.checkpoint_dir else None),
         progress=ProgressSettings(progress_total, n.progress_interval_s),
         run_id=run_id)
-    results, errors = called.results, [read.errors, called.errors]
+    results, errors = [called.results], [read.errors, called.errors]
     if resumed is not None:
-        results = (called.results, resumed.results) | "AllResults" >> beam.Flatten()
+        results.append(resumed.results)
         errors.append(resumed.errors)
+    if plan.cache and plan.cache.mode.stores:  # this run's new answers (resumed ones too: never stored yet)
+        known = lookup.known if plan.cache.mode is CacheMode.WRITE_ONLY else None
+        (tuple(results) | "NewAnswers" >> beam.Flatten()
+         | "CacheStore" >> CacheStore(plan.cache, run_id, known=known))
+    if lookup is not None:
+        results.append(lookup.hits)
+    results = tuple(results) | "AllResults" >> beam.Flatten()
     bq = plan.bigquery
     results | "WriteResults" >> (bq.write("results") if bq.output_table
                                  else WriteResults(plan.output, num_shards=plan.num_shards))
@@ -102,7 +115,10 @@ def _build_dry_run(read, plan: Plan) -> None:
     """--dry_run: request bodies and estimates to {output}-dry-run, unsendable records to {errors}-dry-run, totals to
     {output}-dry-run-summary.json. The real run's sinks are not touched."""
     n = plan.nightly
-    dry = read.records | "DryRun" >> DryRun(plan.client, n.price_table, n.est_output_tokens)
+    records = read.records
+    if plan.cache and plan.cache.mode.serves:  # counts what would be served, and sends the rest to the estimate
+        records = (records | "CacheLookup" >> CacheLookup(plan.client, plan.cache)).todo
+    dry = records | "DryRun" >> DryRun(plan.client, n.price_table, n.est_output_tokens)
     # "-SSSSS" shard names (no "-of-NNNNN"): the real run's sinks delete "{output}-*-of-NNNNN.jsonl" before
     # writing, and would take the dry run's files with them.
     (dry["estimates"] | "EstimateLines" >> beam.Map(json.dumps)
@@ -149,8 +165,9 @@ def _finish(result, plan: Plan, wall_s: float, started_at: float) -> dict:
     n = plan.nightly
     if n.dry_run:
         totals = read_json(f"{plan.output}-dry-run-summary.json")
+        counters = chatbeam_counters(result)
         return {"dry_run": True, "run_date": n.run_date, **totals,
-                "unsendable": chatbeam_counters(result).get("errors_written", 0)}
+                "unsendable": counters.get("errors_written", 0), "cache": cache_summary(counters)}
     for prefix in (plan.output, plan.errors):
         if prefix:
             _remove_stale_shards(prefix, started_at)
@@ -208,6 +225,7 @@ def _format_dry_run(t: dict) -> str:
              f"  estimated cost ~${t['est_cost_usd']:.4f} (prices as of {t.get('prices_as_of')})"]
     lines += [f"    {model}: {row['records']:,} requests, ~${row['cost_usd']:.4f}"
               for model, row in t["by_model"].items()]
+    lines += format_cache_summary(t.get("cache"), dry_run=True)
     return "\n".join(lines)
 
 

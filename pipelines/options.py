@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
+from client.cache import CacheSettings
 from client.config import ClientConfig, Target
+from pipelines.cache import add_cache_arguments, validate_cache
 from pipelines.nightly import NightlyPlan, add_nightly_arguments, parse_run_date, validate_nightly, with_run_date
 from schemas.records import DEFAULT_MAX_RECORD_BYTES
 from schemas.registry import UnknownSchema, resolve_schema
@@ -86,6 +88,7 @@ class ChatbeamOptions(PipelineOptions):
                             help="re-ask turns after a schema-invalid answer (default 1)")
 
         add_nightly_arguments(parser)
+        add_cache_arguments(parser)
         add_bigquery_arguments(parser)
 
 
@@ -104,6 +107,7 @@ class Plan:
     vertex_location: str = "us-central1"
     nightly: NightlyPlan = NightlyPlan()  # run date, resume, replay, dry run, budget (pipelines/nightly.py)
     bigquery: BigQueryIO = BigQueryIO()  # tables and queries (transforms/bigquery.py)
+    cache: CacheSettings | None = None  # --cache (pipelines/cache.py); None: no cache
 
 
 def _targets_given(o: ChatbeamOptions) -> list[str]:
@@ -199,6 +203,7 @@ def validate(options: PipelineOptions) -> Plan:
         output = with_run_date(o.output, run_date)
         errors = with_run_date(o.errors, run_date) or (f"{output}_errors" if output and not bq.errors_table else None)
         nightly = validate_nightly(o, output=output, errors=errors)
+        cache = validate_cache(o, output=output, errors=errors, prices=nightly.price_table)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if output and errors and errors.startswith(f"{output}-"):
@@ -251,4 +256,4 @@ def validate(options: PipelineOptions) -> Plan:
     return Plan(input=with_run_date(o.input, run_date) or "", output=output, errors=errors,
                 num_shards=o.num_shards, max_record_bytes=o.max_record_bytes, client=client, emulator=o.emulator,
                 emulator_args=o.emulator_args, vertex_location=o.vertex_location, nightly=nightly,
-                bigquery=bq)
+                bigquery=bq, cache=cache)

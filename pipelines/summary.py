@@ -24,6 +24,8 @@ from typing import Any, Mapping
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 
+from client.cache import cache_summary, format_cache_summary
+
 __all__ = ["build_summary", "chatbeam_counters", "count_input_lines", "format_summary", "read_json", "write_json"]
 
 NAMESPACE = "chatbeam"
@@ -81,6 +83,9 @@ def build_summary(counters: Mapping[str, int], *, run_date: str, wall_s: float, 
     }
     if budget:
         summary["budget"] = dict(budget)
+    cache = cache_summary(counters)  # --cache: hits, misses, tokens and cost saved (client/cache.py)
+    if cache:
+        summary["cache"] = cache
     return summary
 
 
@@ -104,6 +109,7 @@ def format_summary(s: Mapping[str, Any]) -> str:
         f"  requests  {s['http_requests']:,} HTTP requests for {s['records_called']:,} records, "
         f"{s['retries']:,} retries, {s['status_429']:,} answered 429, throttled {s['throttled_seconds']:,} s",
     ]
+    lines += format_cache_summary(s.get("cache"))
     if s.get("checkpoint_write_failures"):
         lines.append(f"  WARNING   {s['checkpoint_write_failures']:,} checkpoint files could not be written "
                      "(the outputs are complete; a --resume would redo those records)")
