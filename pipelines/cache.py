@@ -93,15 +93,15 @@ def validate_cache(o: Any, *, output: str | None, errors: str | None, prices: Pr
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        print(f"chatbeam cache: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
+        raise ValueError(message)  # main() prints one line and returns 2
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="chatbeam cache", description="Maintain a response cache (see the README).")
+    parser = _Parser(prog="chatbeam cache", description="Maintain a response cache (see the README).",
+                     allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     compact = sub.add_parser(
-        "compact", help="merge the cache's shards into few, one entry per request, dropping expired and invalid "
+        "compact", allow_abbrev=False, help="merge the cache's shards into few, one entry per request, dropping expired and invalid "
                         "entries (a Beam pipeline; Beam options such as --runner pass through)")
     compact.add_argument("location", help="the cache: a local directory or gs:// prefix")
     compact.add_argument("--cache_ttl_days", type=float, help="also drop entries stored more than N days ago")
