@@ -1,0 +1,73 @@
+"""The response cache on gs:// against the GCS emulator: two nights share it, a damaged object is skipped and
+counted, and ``chatbeam cache compact`` merges the objects there (local Vertex emulator as the target)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from apache_beam.io.filesystems import FileSystems
+
+pytestmark = pytest.mark.e2e
+
+
+def _night(n: int, changed: set[int] = frozenset()) -> str:
+    return "".join(json.dumps({"id": f"row{i}", "prompt": f"Summarise ticket {i}" + (" (edited)" if i in changed
+                                                                                        else "")}) + "\n"
+                   for i in range(n))
+
+
+def _lines(pattern: str) -> list[dict]:
+    out = []
+    for meta in FileSystems.match([pattern])[0].metadata_list:
+        with FileSystems.open(meta.path) as fh:
+            out += [json.loads(line) for line in fh.read().decode("utf-8").splitlines() if line.strip()]
+    return out
+
+
+def _shards(prefix: str) -> list[str]:
+    from transforms.cache import list_shards
+
+    return list_shards(prefix)
+
+
+def test_cache_on_gcs_serves_the_second_night_skips_damage_and_compacts(gcp_env, gcs_emulator, gcs_client):
+    extract = pytest.importorskip("pipelines.extract")
+    from pipelines.cli import main as cli_main
+
+    run = uuid.uuid4().hex[:8]
+    bucket = gcs_client.bucket(gcs_emulator.bucket)
+    gs = f"gs://{gcs_emulator.bucket}/{run}"
+    cache = f"{gs}/cache"
+    bucket.blob(f"{run}/in/n1.jsonl").upload_from_string(_night(40))
+    bucket.blob(f"{run}/in/n2.jsonl").upload_from_string(_night(40, changed={0, 1, 2, 3}))
+
+    def night(name: str):
+        return extract.run(["--input", f"{gs}/in/{name}.jsonl", "--output", f"{gs}/{name}/results",
+                            "--errors", f"{gs}/{name}/errors", "--emulator", "--cache", cache,
+                            "--progress_interval_s", "0"])
+
+    first = night("n1")
+    assert first.summary["records_called"] == 40 and first.summary["cache"]["entries_written"] == 40
+    (shard,) = _shards(cache)
+    # A damaged object under a shard's name: a cut-off entry and garbage. Skipped and counted, never served.
+    damaged = shard.replace(shard.split("/")[-1].split("-")[2], "deadbeef" * 4)
+    whole = _lines(shard)[0]
+    bucket.blob(damaged.removeprefix(f"gs://{gcs_emulator.bucket}/")).upload_from_string(
+        json.dumps(whole)[:90] + "\n\x00\xff garbage\n")
+
+    second = night("n2")
+    results = _lines(f"{gs}/n2/results-*-of-*.jsonl")
+    assert sorted(r["id"] for r in results) == sorted(f"row{i}" for i in range(40))
+    assert second.summary["records_called"] == 4 and second.summary["cache"]["hits"] == 36
+    assert second.summary["cache"]["invalid_entries"] == 2
+    before = {r["id"]: r for r in _lines(f"{gs}/n1/results-*-of-*.jsonl")}
+    assert all({**r, "cached": False} == before[r["id"]] for r in results if r["cached"])
+
+    assert len(_shards(cache)) == 3  # two nights' shards and the damaged one
+    assert cli_main(["cache", "compact", cache]) == 0
+    (merged,) = _shards(cache)
+    assert "/compact-" in merged and len(_lines(merged)) == 44  # 40 + the 4 edited rows; damage dropped
+    third = night("n2")
+    assert third.summary["records_called"] == 0 and third.summary["cache"]["hits"] == 40
