@@ -96,10 +96,12 @@ def build_pipeline(p: beam.Pipeline, plan: Plan, *, run_id: str = "", progress_t
     if resumed is not None:
         results.append(resumed.results)
         errors.append(resumed.errors)
-    if plan.cache and plan.cache.mode.stores:  # this run's new answers (resumed ones too: never stored yet)
-        known = lookup.known if plan.cache.mode is CacheMode.WRITE_ONLY else None
-        (tuple(results) | "NewAnswers" >> beam.Flatten()
-         | "CacheStore" >> CacheStore(plan.cache, run_id, known=known))
+    if plan.cache and plan.cache.mode.stores:
+        # This run's new answers, resumed ones too (a killed run never stored them), except under write_only:
+        # only the answers the lookup saw are known not to replace an entry.
+        write_only = plan.cache.mode is CacheMode.WRITE_ONLY
+        (tuple(results[:1] if write_only else results) | "NewAnswers" >> beam.Flatten()
+         | "CacheStore" >> CacheStore(plan.cache, run_id, known=lookup.known if write_only else None))
     if lookup is not None:
         results.append(lookup.hits)
     results = tuple(results) | "AllResults" >> beam.Flatten()
