@@ -25,6 +25,7 @@ attempt, ``hold = await budget.reserve(request)``; None means the budget is spen
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import time
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ from client.requests import ChatRequest, build_request, estimate_tokens
 from client.retry import RetryPolicy
 from schemas.records import ErrorRecord, InputRecord, ResultRecord, Usage
 
-__all__ = ["ChatCaller", "Limiter", "Permit"]
+__all__ = ["ChatCaller", "Limiter", "Permit", "utc_iso"]
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,15 @@ class _ConcurrencyLimiter:
 @dataclass
 class _RecordState:
     start: float
+    started_at: str | None = None  # wall-clock ISO-8601 UTC, for the run report's timeline
     attempts: int = 0
     usage: Usage | None = None
+
+
+def utc_iso(epoch_s: float) -> str:
+    """``2025-01-31T02:13:07.412+00:00``: ISO-8601 in UTC with milliseconds (what ``started_at``/``finished_at``
+    hold; ``datetime.fromisoformat`` reads it back on every supported Python)."""
+    return datetime.datetime.fromtimestamp(epoch_s, datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _rejected_token(exc: BaseException) -> str | None:
@@ -103,14 +111,15 @@ class ChatCaller:
                  token_source: TokenSource | None = None, limiter: Limiter | None = None,
                  counters: RunCounters | None = None, budget: Budget | None = None,
                  sleep: Callable[[float], Awaitable[None] | None] = asyncio.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.tokens = token_source if token_source is not None else token_source_for(config.target)
         self.limiter = limiter if limiter is not None else _ConcurrencyLimiter(config.max_concurrency)
         self.counters = counters if counters is not None else RunCounters()
         self.budget = budget
         self.policy = RetryPolicy.from_config(config)
-        self._sleep, self._clock = sleep, clock
+        self._sleep, self._clock, self._wall_clock = sleep, clock, wall_clock
         timeout = httpx2.Timeout(config.request_timeout, connect=config.connect_timeout)
         self._owns_http = http_client is None
         if http_client is None:
@@ -139,7 +148,7 @@ class ChatCaller:
 
     async def complete(self, record: InputRecord) -> ResultRecord | ErrorRecord:
         """Never raises for a per-record problem: every failure becomes an ErrorRecord."""
-        state = _RecordState(start=self._clock())
+        state = _RecordState(start=self._clock(), started_at=utc_iso(self._wall_clock()))
         self.counters.inc("requests")
         request: ChatRequest | None = None
         hold: Hold | None = None
@@ -273,7 +282,8 @@ class ChatCaller:
             id=record.id or "", request_key=request.request_key, model=parsed.model or request.model,
             content=parsed.content, thoughts=parsed.thoughts, parsed=parsed.parsed,
             finish_reason=parsed.finish_reason, usage=state.usage or parsed.usage, attempts=state.attempts,
-            latency_ms=self._latency_ms(state), alternatives=parsed.alternatives, metadata=record.metadata)
+            latency_ms=self._latency_ms(state), alternatives=parsed.alternatives, metadata=record.metadata,
+            started_at=state.started_at, finished_at=utc_iso(self._wall_clock()))
 
     def _error(self, record: InputRecord, request: ChatRequest | None, exc: ChatbeamError,
                state: _RecordState) -> ErrorRecord:
@@ -283,4 +293,5 @@ class ChatCaller:
             id=record.id, request_key=request.request_key if request else None, stage=exc.stage,
             error_type=exc.error_type, status_code=exc.status_code, status=exc.status, message=redact(exc.message),
             retryable=is_retryable(exc), attempts=state.attempts, record=record.to_json_dict(),
-            response_text=exc.response_text, metadata=record.metadata)
+            response_text=exc.response_text, metadata=record.metadata,
+            started_at=state.started_at, finished_at=utc_iso(self._wall_clock()))

@@ -25,16 +25,21 @@ from typing import Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from client.budget import BudgetConfig
 from client.cache import CacheMode, cache_summary, format_cache_summary
+from client.caller import utc_iso
 from client.config import Target
+from client.jobshare import JobShareSettings
 from client.journal import JournalSettings
-from client.progress import ProgressSettings
+from client.progress import ProgressMonitor, ProgressSettings
+from client.telemetry import TelemetrySettings, telemetry_dir
+from pipelines.jobledger import ledger_summary, prepare_ledger
 from pipelines.local_emulator import EmulatorStartError, LocalEmulator
 from pipelines.nightly import normalize_argv
 from pipelines.options import EMULATOR_PROJECT, Plan, UsageError, validate
+from pipelines.report import build_report, run_totals, write_run_info
 from pipelines.summary import build_summary, chatbeam_counters, count_input_lines, format_summary, read_json, write_json
 from transforms import CallChatCompletions, ReadPrompts, WriteErrors, WriteResults
 from transforms.cache import CacheLookup, CacheStore
@@ -63,8 +68,10 @@ def _check_input(pattern: str, flag: str = "--input") -> None:
             raise UsageError(f"{flag} file {meta.path!r} is not readable")
 
 
-def build_pipeline(p: beam.Pipeline, plan: Plan, *, run_id: str = "", progress_total: int | None = None) -> None:
-    """Wire the labelled steps; nothing here opens a connection."""
+def build_pipeline(p: beam.Pipeline, plan: Plan, *, run_id: str = "", progress_total: int | None = None,
+                   jobshare: JobShareSettings | None = None, worker_progress_lines: bool = True) -> None:
+    """Wire the labelled steps; nothing here opens a connection. ``worker_progress_lines``: each worker process
+    logs its own progress line (off when the launcher shows one line for the whole run)."""
     n = plan.nightly
     if n.replay_errors:
         read = p | "ReadReplayErrors" >> ReadReplayErrors(n.replay_errors)
@@ -90,18 +97,15 @@ def build_pipeline(p: beam.Pipeline, plan: Plan, *, run_id: str = "", progress_t
                             output_tokens=n.est_output_tokens),
         journal=(JournalSettings(n.checkpoint_dir, n.checkpoint_every, n.checkpoint_interval_s)
                  if n.checkpoint_dir else None),
-        progress=ProgressSettings(progress_total, n.progress_interval_s),
-        run_id=run_id)
+        progress=ProgressSettings(progress_total, n.progress_interval_s if worker_progress_lines else 0),
+        run_id=run_id, jobshare=jobshare,
+        telemetry=TelemetrySettings(telemetry_dir(plan.output), run_id) if plan.output else None)
     results, errors = [called.results], [read.errors, called.errors]
     if resumed is not None:
         results.append(resumed.results)
         errors.append(resumed.errors)
     if plan.cache and plan.cache.mode.stores:
-        # This run's new answers, resumed ones too (a killed run never stored them), except under write_only:
-        # only the answers the lookup saw are known not to replace an entry.
-        write_only = plan.cache.mode is CacheMode.WRITE_ONLY
-        (tuple(results[:1] if write_only else results) | "NewAnswers" >> beam.Flatten()
-         | "CacheStore" >> CacheStore(plan.cache, run_id, known=lookup.known if write_only else None))
+        _store_answers(results, lookup, plan, run_id)
     if lookup is not None:
         results.append(lookup.hits)
     results = tuple(results) | "AllResults" >> beam.Flatten()
@@ -111,6 +115,14 @@ def build_pipeline(p: beam.Pipeline, plan: Plan, *, run_id: str = "", progress_t
     (tuple(errors) | "AllErrors" >> beam.Flatten()
      | "WriteErrors" >> (bq.write("errors") if bq.errors_table
                          else WriteErrors(plan.errors, num_shards=plan.num_shards)))
+
+
+def _store_answers(results: list, lookup, plan: Plan, run_id: str) -> None:
+    """--cache: store this run's new answers (``results``: called, then resumed — a killed run never stored those);
+    under write_only only the called ones, the only answers the lookup knows not to replace an entry."""
+    write_only = plan.cache.mode is CacheMode.WRITE_ONLY
+    (tuple(results[:1] if write_only else results) | "NewAnswers" >> beam.Flatten()
+     | "CacheStore" >> CacheStore(plan.cache, run_id, known=lookup.known if write_only else None))
 
 
 def _build_dry_run(read, plan: Plan) -> None:
@@ -162,7 +174,8 @@ def _remove_stale_shards(prefix: str, since: float) -> None:
         FileSystems.delete(stale)
 
 
-def _finish(result, plan: Plan, wall_s: float, started_at: float) -> dict:
+def _finish(result, plan: Plan, wall_s: float, started_at: float,
+            jobshare: JobShareSettings | None = None) -> dict:
     """After a run that was waited for: the summary (written beside the outputs) or, for --dry_run, the totals."""
     n = plan.nightly
     if n.dry_run:
@@ -173,11 +186,68 @@ def _finish(result, plan: Plan, wall_s: float, started_at: float) -> dict:
     for prefix in (plan.output, plan.errors):
         if prefix:
             _remove_stale_shards(prefix, started_at)
-    summary = build_summary(chatbeam_counters(result), run_date=n.run_date, wall_s=wall_s,
-                            prices_as_of=n.price_table.as_of)
+    counters = chatbeam_counters(result)
+    summary = build_summary(counters, run_date=n.run_date, wall_s=wall_s, prices_as_of=n.price_table.as_of,
+                            budget=ledger_summary(jobshare, counters))
     if plan.output:
         write_json(f"{plan.output}-summary.json", summary)
     return summary
+
+
+def _report(plan: Plan) -> str | None:
+    """The run report page beside the results (file sinks only); a failure here must not fail a finished run."""
+    if not plan.output or plan.nightly.dry_run:
+        return None
+    try:
+        return build_report(plan.output, plan.errors, prices=plan.nightly.price_table)[0]
+    except Exception:  # noqa: BLE001 - the outputs are written; the page is a view of them
+        log.warning("could not write the run report; `chatbeam report %s` retries it", plan.output, exc_info=True)
+        return None
+
+
+_LOCAL_RUNNERS = {None, "DirectRunner", "direct", "SwitchingDirectRunner", "BundleBasedDirectRunner",
+                  "FnApiRunner", "PrismRunner", "prism"}
+
+
+def _is_local(options: PipelineOptions) -> bool:
+    return options.view_as(StandardOptions).runner in _LOCAL_RUNNERS
+
+
+def _monitor(options: PipelineOptions, plan: Plan, run_id: str, total: int | None) -> ProgressMonitor | None:
+    """The launcher's one progress line for the whole run, from the worker processes' engine samples."""
+    n = plan.nightly
+    if not plan.output or n.dry_run or n.progress_interval_s <= 0:
+        return None
+    # Remote workers write their samples every 30 s (client/telemetry.py): polling faster would show nothing new.
+    local = _is_local(options)
+    interval = n.progress_interval_s if local else max(n.progress_interval_s, 30.0)
+    return ProgressMonitor(run_totals(plan.output, run_id), total=total, interval_s=interval,
+                           **({} if local else {"terminal_refresh_s": interval}))
+
+
+def _run_info(options: PipelineOptions, plan: Plan, total: int | None) -> dict:
+    return {"run_date": plan.nightly.run_date, "started_at": utc_iso(time.time()),
+            "runner": str(options.view_as(StandardOptions).runner or "DirectRunner"), "input_lines": total,
+            "options": options.get_all_options(drop_default=True, retain_unknown_options=True)}
+
+
+@contextlib.contextmanager
+def _monitoring(monitor: ProgressMonitor | None):
+    """Run the launcher's progress line around the run; on a terminal, log lines print above it."""
+    if monitor is None:
+        yield
+        return
+    redirect = contextlib.nullcontext()
+    if monitor.terminal:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        redirect = logging_redirect_tqdm(loggers=[logging.getLogger()])
+    with redirect:
+        monitor.start()
+        try:
+            yield
+        finally:
+            monitor.stop()
 
 
 def run(argv: Sequence[str] | None = None, *, wait: bool = True):
@@ -199,23 +269,34 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True):
     elif plan.input:
         _check_input(plan.input)
     total = count_input_lines(plan.input) if plan.input and wait and n.progress_interval_s > 0 else None
+    run_id = uuid.uuid4().hex
+    try:
+        jobshare = prepare_ledger(plan, options, run_id)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     started_at, started = time.time() - 1.0, time.monotonic()  # 1 s of slack for coarse file mtimes
+    monitor = _monitor(options, plan, run_id, total) if wait else None
     with _target_for_run(plan) as plan:
         p = beam.Pipeline(options=options)
         try:
-            build_pipeline(p, plan, run_id=uuid.uuid4().hex, progress_total=total)
+            build_pipeline(p, plan, run_id=run_id, progress_total=total, jobshare=jobshare,
+                           worker_progress_lines=monitor is None or not _is_local(options))
         except ValueError as exc:
             if not plan.bigquery.reads:
                 raise
             # ReadPromptsFromBigQuery checks the table/query and the mapped columns while the pipeline is built.
             raise UsageError(str(exc)) from None
-        result = p.run()
-        if not wait:
-            return result
-        result.wait_until_finish()
-    result.summary = _finish(result, plan, time.monotonic() - started, started_at)
+        if plan.output and not n.dry_run:
+            write_run_info(plan.output, run_id, _run_info(options, plan, total))
+        with _monitoring(monitor):
+            result = p.run()
+            if not wait:
+                return result
+            result.wait_until_finish()
+    result.summary = _finish(result, plan, time.monotonic() - started, started_at, jobshare)
     result.summary_path = (f"{plan.output}-dry-run-summary.json" if n.dry_run
                            else f"{plan.output}-summary.json" if plan.output else None)
+    result.report_path = _report(plan)
     return result
 
 
@@ -244,6 +325,8 @@ def main(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
         print(_format_dry_run(summary) if summary.get("dry_run") else format_summary(summary))
         if result.summary_path:
             print(f"  summary   {result.summary_path}")
+        if getattr(result, "report_path", None):
+            print(f"  report    {result.report_path}")
     return 0
 
 

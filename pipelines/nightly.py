@@ -78,9 +78,10 @@ def add_nightly_arguments(parser: argparse.ArgumentParser) -> None:
                          help=f"assumed output tokens per choice when a record sets no max_tokens "
                               f"(default {DEFAULT_OUTPUT_TOKENS})")
     nightly.add_argument("--max_cost_usd", type=float,
-                         help="stop sending when this much is spent, per worker process (see docs/nightly.md)")
+                         help="stop sending when the whole job has spent this much (all worker processes; see "
+                              "docs/nightly.md)")
     nightly.add_argument("--max_total_tokens", type=int,
-                         help="stop sending when this many tokens are used, per worker process")
+                         help="stop sending when the whole job has used this many tokens (all worker processes)")
     nightly.add_argument("--progress_interval_s", type=float, default=DEFAULT_PROGRESS_S,
                          help=f"log a progress line this often, per worker process; 0: never "
                               f"(default {DEFAULT_PROGRESS_S:g})")

@@ -18,6 +18,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 from client.cache import CacheSettings
 from client.config import ClientConfig, Target
 from pipelines.cache import add_cache_arguments, validate_cache
+from pipelines.jobledger import add_ledger_arguments
 from pipelines.nightly import NightlyPlan, add_nightly_arguments, parse_run_date, validate_nightly, with_run_date
 from schemas.records import DEFAULT_MAX_RECORD_BYTES
 from schemas.registry import UnknownSchema, resolve_schema
@@ -74,10 +75,13 @@ class ChatbeamOptions(PipelineOptions):
         req.add_argument("--reasoning_effort", choices=["none", "minimal", "low", "medium", "high"])
         req.add_argument("--media_root", help="local files under this directory may be inlined as data URLs")
 
-        limits = parser.add_argument_group("retries and limits (per worker process)")
+        limits = parser.add_argument_group("retries and limits (--rpm/--tpm for the whole job, the rest per worker "
+                                           "process)")
         limits.add_argument("--max_concurrency", type=int, default=64, help="requests in flight (default 64)")
-        limits.add_argument("--rpm", type=float, help="requests per minute cap")
-        limits.add_argument("--tpm", type=float, help="tokens per minute cap")
+        limits.add_argument("--rpm", type=float,
+                            help="requests per minute for the whole job, shared by its worker processes")
+        limits.add_argument("--tpm", type=float,
+                            help="tokens per minute for the whole job, shared by its worker processes")
         limits.add_argument("--no_adaptive_throttling", action="store_true",
                             help="turn off AIMD (cut concurrency on 429/503, grow it on success)")
         limits.add_argument("--max_attempts", type=int, default=6, help="attempts per request (default 6)")
@@ -89,6 +93,7 @@ class ChatbeamOptions(PipelineOptions):
 
         add_nightly_arguments(parser)
         add_cache_arguments(parser)
+        add_ledger_arguments(parser)
         add_bigquery_arguments(parser)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 
@@ -31,6 +32,7 @@ __all__ = ["build_summary", "chatbeam_counters", "count_input_lines", "format_su
 NAMESPACE = "chatbeam"
 NANO = 1e9
 COUNT_LINES_MAX_BYTES = 256 * 1024 * 1024  # above this, counting input lines for the progress total isn't worth it
+GZIP_RATIO = 8  # JSONL compresses about this well
 
 
 def chatbeam_counters(result: Any) -> dict[str, int]:
@@ -109,11 +111,32 @@ def format_summary(s: Mapping[str, Any]) -> str:
         f"  requests  {s['http_requests']:,} HTTP requests for {s['records_called']:,} records, "
         f"{s['retries']:,} retries, {s['status_429']:,} answered 429, throttled {s['throttled_seconds']:,} s",
     ]
+    if s.get("budget"):
+        lines.append(_budget_line(s["budget"]))
     lines += format_cache_summary(s.get("cache"))
     if s.get("checkpoint_write_failures"):
         lines.append(f"  WARNING   {s['checkpoint_write_failures']:,} checkpoint files could not be written "
                      "(the outputs are complete; a --resume would redo those records)")
     return "\n".join(lines)
+
+
+def _budget_line(b: Mapping[str, Any]) -> str:
+    """One line: the job-wide caps, what the whole job spent against them, and the ledger's view."""
+    caps = []
+    if b.get("max_total_tokens") is not None:
+        caps.append(f"{b['spent_tokens']:,} of {b['max_total_tokens']:,} tokens ({b['tokens_used_pct']:g} %)")
+    if b.get("max_cost_usd") is not None:
+        caps.append(f"${b['spent_usd']:.4f} of ${b['max_cost_usd']:g} ({b['cost_used_pct']:g} %)")
+    rates = [f"--{k} {b[k]:g}" for k in ("rpm", "tpm") if b.get(k)]
+    text = "  budget    whole job: " + (", ".join(caps) if caps else "no cap")
+    if b.get("budget_exhausted"):
+        text += f", {b['budget_exhausted']:,} records budget_exhausted"
+    if rates:
+        text += f"; {' '.join(rates)} shared"
+    if "leases" in b:
+        text += (f"; ledger {b['ledger']} ({b['processes']} processes, {b['leases']} leases, "
+                 f"{b['reclaims']} reclaimed)")
+    return text
 
 
 def write_json(path: str, data: Any) -> None:
@@ -133,11 +156,15 @@ def count_input_lines(pattern: str, max_bytes: int = COUNT_LINES_MAX_BYTES) -> i
         files = FileSystems.match([pattern])[0].metadata_list
     except Exception:  # noqa: BLE001 - a progress total is a nicety; the real input check happens elsewhere
         return None
-    if not files or any("://" in f.path for f in files) or sum(f.size_in_bytes for f in files) > max_bytes:
+    # A compressed file (.gz, .bz2, ...) is counted after decompression, as ReadFromText reads it; its size on disk
+    # understates the work, so it counts GZIP_RATIO times against the limit.
+    compressed = [CompressionTypes.detect_compression_type(f.path) != CompressionTypes.UNCOMPRESSED for f in files]
+    size = sum(f.size_in_bytes * (GZIP_RATIO if c else 1) for f, c in zip(files, compressed))
+    if not files or any("://" in f.path for f in files) or size > max_bytes:
         return None
     total = 0
     for f in files:
-        with open(f.path, "rb") as fh:
-            total += sum(1 for line in fh if line.strip())
+        with FileSystems.open(f.path) as fh:  # CompressionTypes.AUTO: by the file's extension, like the reader
+            total += sum(1 for line in iter(fh.readline, b"") if line.strip())
     return total
 

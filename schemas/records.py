@@ -154,6 +154,9 @@ class ResultRecord(BaseModel):
     latency_ms: float = 0.0
     alternatives: list[str] | None = None  # contents of choices 2..n when params.n > 1
     metadata: Any = None
+    # When the call step took the record and when it finished (ISO-8601 UTC, milliseconds): the run report's timeline.
+    started_at: str | None = None
+    finished_at: str | None = None
     # Served from the response cache (--cache, client/cache.py) instead of a call: the answer, usage and timestamps
     # are the original call's; id and metadata are this run's input's.
     cached: bool = False
@@ -181,6 +184,9 @@ class ErrorRecord(BaseModel):
     raw: str | None = None
     response_text: str | None = None
     metadata: Any = None
+    # Set by the call step (like ResultRecord's); None for errors written at read time, which never reached it.
+    started_at: str | None = None
+    finished_at: str | None = None
 
 
 def unwritable(record: BaseModel) -> str | None:

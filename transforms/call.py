@@ -6,8 +6,10 @@ pipeline construction, so a pipeline can be built on a machine with no credentia
 arrive and emitted as each completes; ``finish_bundle`` waits for the rest of the bundle.
 
 Nightly-run options (all optional, all Beam-free objects from ``client/``): a ``BudgetConfig`` (one Budget per
-worker process and run, consulted by the caller), ``JournalSettings`` (completed outputs also go to the
-checkpoint journal, flushed at least at every bundle's end) and ``ProgressSettings`` (a progress line per process).
+worker process and run, consulted by the caller), ``JobShareSettings`` (the job ledger: with it the budget and
+``--rpm``/``--tpm`` hold for the whole job — client/jobshare.py), ``JournalSettings`` (completed outputs also go to
+the checkpoint journal, flushed at least at every bundle's end), ``ProgressSettings`` (a progress line per process)
+and ``TelemetrySettings`` (engine samples per process for the run report and the launcher's progress line).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+import time
 from typing import Any
 
 import apache_beam as beam
@@ -24,13 +27,15 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from client.budget import Budget, BudgetConfig
-from client.caller import ChatCaller
+from client.caller import ChatCaller, utc_iso
 from client.config import ClientConfig
 from client.engine import BoundedSubmitter, Engine
+from client.jobshare import JobShare, JobShareSettings
 from client.errors import redact
 from client.journal import JournalSettings, JournalWriter
 from client.metrics import RunCounters
 from client.progress import PROGRESS, ProgressSettings
+from client.telemetry import TELEMETRY, TelemetrySettings, engine_sample
 from schemas.records import ErrorRecord, InputRecord, ResultRecord
 from transforms.checkpoint import write_file_atomically
 
@@ -44,7 +49,7 @@ def crash_to_error(record: InputRecord, exc: BaseException) -> ErrorRecord:
     """A bug in the core must not lose the record: it becomes a retryable error record."""
     return ErrorRecord(id=record.id, stage="request", error_type="internal_error", retryable=True,
                        message=redact(f"{type(exc).__name__}: {exc}"), record=record.to_json_dict(),
-                       metadata=record.metadata)
+                       metadata=record.metadata, finished_at=utc_iso(time.time()))
 
 
 class _ProcessState:
@@ -59,12 +64,31 @@ class _ProcessState:
         self.throttled_flushed = 0.0
         self.lock = threading.Lock()
         self.budget: Budget | None = None
+        self.share: JobShare | None = None
+        self.users = 0
 
-    def budget_for(self, config: BudgetConfig | None) -> Budget | None:
+    def acquire(self, config: BudgetConfig | None,
+                jobshare: JobShareSettings | None) -> tuple[Budget | None, JobShare | None]:
+        """The process's budget and ledger membership (built by the first DoFn instance); pair with release()."""
         with self.lock:
+            self.users += 1
+            if self.share is None and jobshare is not None:
+                self.share = JobShare(jobshare)  # writes its first heartbeat: the ledger must be reachable
+                self.budget = None
             if self.budget is None and config is not None:
-                self.budget = config.build(self.counters)
-            return self.budget
+                source = self.share if self.share is not None and config.capped else None
+                self.budget = config.build(self.counters, lease_source=source)
+            return self.budget, self.share
+
+    def release(self) -> None:
+        """The last DoFn instance of the process gives the unused lease back to the ledger."""
+        with self.lock:
+            self.users -= 1
+            share = self.share if self.users <= 0 else None
+            if share is not None:
+                self.share, self.budget = None, None
+        if share is not None:
+            share.close()
 
     @classmethod
     def for_key(cls, key: Any) -> "_ProcessState":
@@ -75,9 +99,12 @@ class _ProcessState:
 class _CallChatCompletionsFn(beam.DoFn):
     def __init__(self, config: ClientConfig, budget: BudgetConfig | None = None,
                  journal: JournalSettings | None = None, progress: ProgressSettings | None = None,
-                 run_id: str = "") -> None:
+                 run_id: str = "", jobshare: JobShareSettings | None = None,
+                 telemetry: TelemetrySettings | None = None) -> None:
         self._config = config
+        self._telemetry = telemetry
         self._budget_config = budget
+        self._jobshare = jobshare
         self._journal_settings = journal
         self._progress = progress
         self._run_id = run_id
@@ -93,14 +120,20 @@ class _CallChatCompletionsFn(beam.DoFn):
         key = json.dumps([dataclasses.asdict(config), self._run_id], sort_keys=True, default=str)
         self._state = _ProcessState.for_key(key)
         counters = self._state.counters
-        budget = self._state.budget_for(self._budget_config)
+        budget, share = self._state.acquire(self._budget_config, self._jobshare)
         self._engine = Engine.shared(
             key, lambda limiter: ChatCaller(config, limiter=limiter, counters=counters, budget=budget), config)
+        if share is not None:
+            share.attach(budget=budget, limiter=self._engine.limiter, loop=self._engine.loop)
         self._journal = (JournalWriter(self._journal_settings, write_file_atomically)
                          if self._journal_settings is not None else None)
         self._journal_failures_reported = 0
         if self._progress is not None:
             PROGRESS.start(self._progress)
+        if self._telemetry is not None:
+            engine = self._engine
+            TELEMETRY.start(self._telemetry, lambda: engine_sample(engine.stats(), counters.snapshot(), PROGRESS.done),
+                            write_file_atomically)
 
     def start_bundle(self) -> None:
         self._submitter = BoundedSubmitter(self._engine, max_pending=2 * self._config.max_concurrency,
@@ -127,6 +160,9 @@ class _CallChatCompletionsFn(beam.DoFn):
         if engine is not None:
             engine.release()
             self._engine = None
+            self._state.release()
+            if self._telemetry is not None:
+                TELEMETRY.stop()
             if self._progress is not None:
                 PROGRESS.stop()
 
@@ -167,10 +203,11 @@ class CallChatCompletions(beam.PTransform):
 
     def __init__(self, config: ClientConfig, *, budget: BudgetConfig | None = None,
                  journal: JournalSettings | None = None, progress: ProgressSettings | None = None,
-                 run_id: str = "") -> None:
+                 run_id: str = "", jobshare: JobShareSettings | None = None,
+                 telemetry: TelemetrySettings | None = None) -> None:
         super().__init__()
         self._config = config
-        self._fn_args = (budget, journal, progress, run_id)
+        self._fn_args = (budget, journal, progress, run_id, jobshare, telemetry)
 
     def expand(self, records):
         fn = _CallChatCompletionsFn(self._config, *self._fn_args)

@@ -3,7 +3,12 @@
     python tests/gcp/emulators.py            # start both, print the environment to export, wait for Ctrl-C
 
 * GCS: PyPI ``gcp-storage-emulator`` (pure Python), on disk, reached through ``STORAGE_EMULATOR_HOST``, which
-  google-cloud-storage, and so Beam's gcsio, honours.
+  google-cloud-storage, and so Beam's gcsio, honours. Version 2026.7.19 ignores request preconditions
+  (``ifGenerationMatch``: its upload handlers never read it), which the job ledger's create-if-absent needs; it is
+  started through a tiny launcher that adds GCS's documented rule to object uploads (412 unless the live
+  generation equals ``ifGenerationMatch``; 0 means "no live object"). The emulator serves one request at a time
+  (``http.server.HTTPServer``), so the check and the write cannot interleave. ``honour_preconditions=False``
+  starts it as shipped.
 * BigQuery: PyPI ``bqemulator`` (DuckDB-backed; REST and the gRPC Storage Read/Write APIs). At start-up it insists on
   ``INSTALL spatial`` from DuckDB's extension site; with no internet that fails, so it is started through a tiny
   launcher that skips that one step (GEOGRAPHY functions are then unavailable; nothing here uses them), with the
@@ -46,6 +51,48 @@ engine.DuckDBEngine._load_spatial = lambda self: None  # offline: no INSTALL spa
 from bqemulator.cli import main
 sys.argv = ["bqemulator", "start", *sys.argv[1:]]
 main()
+"""
+
+
+# Runs inside the emulators' Python: gcp-storage-emulator, plus GCS's ifGenerationMatch on JSON-API uploads.
+_GCS_LAUNCHER = """
+import sys
+from http import HTTPStatus
+from gcp_storage_emulator import server
+from gcp_storage_emulator.exceptions import NotFound
+from gcp_storage_emulator.handlers import objects
+
+def _precondition_failed(request, response, storage):
+    wanted = request.query.get("ifGenerationMatch")
+    if not wanted:
+        return False
+    name = (request.query.get("name") or [None])[0]
+    if name is None and isinstance(request.data, dict):
+        name = (request.data.get("meta") or {}).get("name")
+    try:
+        current = str(storage.get_file_obj(request.params["bucket_name"], name)["generation"])
+    except NotFound:
+        current = "0"
+    if current == wanted[0]:
+        return False
+    response.status = HTTPStatus.PRECONDITION_FAILED
+    response.json({"error": {"code": 412, "message": "At least one of the pre-conditions you specified did not "
+                             "hold.", "errors": [{"reason": "conditionNotMet", "domain": "global"}]}})
+    return True
+
+def _guard(handler):
+    def guarded(request, response, storage, *args, **kwargs):
+        if not _precondition_failed(request, response, storage):
+            return handler(request, response, storage, *args, **kwargs)
+    return guarded
+
+for _regex, routes in server.HANDLERS:
+    for method, handler in list(routes.items()):
+        if handler is objects.insert:
+            routes[method] = _guard(handler)
+
+from gcp_storage_emulator.__main__ import main
+main(sys.argv[1:])
 """
 
 
@@ -155,11 +202,13 @@ def _port_open(port: int) -> bool:
 
 @dataclass
 class GcsEmulator(_Process):
-    """gcp-storage-emulator on disk under ``data_dir``, with ``bucket`` created."""
+    """gcp-storage-emulator on disk under ``data_dir``, with ``bucket`` created (and, unless told otherwise, with
+    ``ifGenerationMatch`` honoured on uploads: see the module docstring)."""
 
     data_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="chatbeam-gcs-")))
     bucket: str = BUCKET
     port: int = 0
+    honour_preconditions: bool = True
 
     @property
     def url(self) -> str:
@@ -173,7 +222,8 @@ class GcsEmulator(_Process):
     def start(self) -> "GcsEmulator":
         python = emulator_python("gcp_storage_emulator", "gcp-storage-emulator")
         self.port = self.port or free_port()
-        self._spawn([python, "-m", "gcp_storage_emulator", "-d", str(self.data_dir), "start", "-H", "127.0.0.1",
+        launch = ["-c", _GCS_LAUNCHER] if self.honour_preconditions else ["-m", "gcp_storage_emulator"]
+        self._spawn([python, *launch, "-d", str(self.data_dir), "start", "-H", "127.0.0.1",
                      "--port", str(self.port), "--default-bucket", self.bucket, "-q"])
         self._wait(lambda: _http_ok(f"{self.url}/storage/v1/b/{self.bucket}"))
         return self

@@ -13,7 +13,7 @@ from apache_beam.io.filesystems import FileSystems
 pytestmark = pytest.mark.e2e
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "prompts.jsonl"
-VOLATILE = {"latency_ms"}  # wall-clock; everything else must match
+VOLATILE = {"latency_ms", "started_at", "finished_at"}  # wall-clock; everything else must match
 
 
 def _records(pattern: str) -> list[dict]:

@@ -220,7 +220,7 @@ def test_budget_cap_stops_half_way_and_replay_finishes_the_rest(vertex_emulator,
     assert vertex_emulator.stats(fingerprints=False)["duplicate_ok"] == 0
 
 
-VOLATILE = {"latency_ms"}
+VOLATILE = {"latency_ms", "started_at", "finished_at"}
 
 
 def _comparable(records: list[dict]) -> list[dict]:
