@@ -44,10 +44,10 @@ from client.constants import REQUEST_KEY_CHARS
 from client.pricing import PriceTable
 from schemas.records import InputRecord, ResultRecord
 
-__all__ = ["CACHE_COUNTERS", "CacheEntry", "CacheMode", "CacheSettings", "FORMAT_VERSION", "InvalidEntry", "MAX_ENTRY_BYTES",
-           "answer_from", "bounded_lines", "cache_summary", "decode_entry", "encode_entry", "encode_line",
-           "format_cache_summary", "is_expired", "is_shard", "newest_first", "parse_stamp", "saved_cost",
-           "shard_prefix", "stamp"]
+__all__ = ["CACHE_COUNTERS", "FORMAT_VERSION", "MAX_ENTRY_BYTES", "CacheEntry", "CacheMode", "CacheSettings",
+           "InvalidEntry", "answer_from", "bounded_lines", "cache_summary", "decode_entry", "encode_entry",
+           "encode_line", "expiry_cutoff", "format_cache_summary", "is_expired", "is_shard", "newest_first",
+           "parse_stamp", "saved_cost", "shard_prefix", "stamp"]
 
 FORMAT_VERSION = 1
 MAX_ENTRY_BYTES = 16 * 1024 * 1024  # a longer "line" is not an entry (a garbage file with no newlines, say)
@@ -56,7 +56,7 @@ NANO = 1_000_000_000  # cost counters are integers in nano-USD, as in client/bud
 _KEY = re.compile(rf"^[0-9a-f]{{{REQUEST_KEY_CHARS}}}$")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _STAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
-_STAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+_STAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # what stamp() writes
 # Shards: {location}/{kind}-{YYYYMMDDTHHMMSSZ}-{run id}-SSSSS-of-NNNNN.jsonl. Anything else in the directory
 # (Beam's beam-temp-* directories, a user's notes) is not a shard and is never read, merged or deleted.
 _SHARD = re.compile(r"^(entries|compact)-\d{8}T\d{6}Z-[0-9a-f]{8,32}-\d{5}-of-\d{5}\.jsonl$")
@@ -152,7 +152,10 @@ def stamp(moment: datetime.datetime) -> str:
 def parse_stamp(text: str) -> datetime.datetime:
     if not isinstance(text, str) or not _STAMP.match(text):
         raise InvalidEntry(f"stored_at {text!r} is not a UTC timestamp")
-    return datetime.datetime.strptime(text, _STAMP_FORMAT).replace(tzinfo=datetime.timezone.utc)
+    try:
+        return datetime.datetime.fromisoformat(text)  # "...Z" parses as UTC (Python 3.11+)
+    except ValueError:
+        raise InvalidEntry(f"stored_at {text!r} is not a date") from None
 
 
 def _checksum(key: str, stored_at: str, result_text: str) -> str:
@@ -209,9 +212,14 @@ def is_expired(stored_at: str, now: datetime.datetime, ttl_days: float | None) -
     >>> is_expired("2026-11-20T00:00:00.000000Z", now, 7), is_expired("2026-11-25T00:00:00.000000Z", now, 7)
     (True, False)
     """
-    if ttl_days is None:
-        return False
-    return now - parse_stamp(stored_at) > datetime.timedelta(days=ttl_days)
+    cutoff = expiry_cutoff(now, ttl_days)
+    return cutoff is not None and stored_at < cutoff
+
+
+def expiry_cutoff(now: datetime.datetime, ttl_days: float | None) -> str | None:
+    """The oldest ``stored_at`` still served at ``now`` (None: no TTL). Stamps are fixed-width UTC, so comparing the
+    strings compares the times: a reader computes this once, not a date per entry."""
+    return None if ttl_days is None else stamp(now - datetime.timedelta(days=ttl_days))
 
 
 def newest_first(entries: Iterable[CacheEntry | tuple[str, str, str, str]]) -> list[CacheEntry]:

@@ -101,8 +101,9 @@ def _parser() -> argparse.ArgumentParser:
                      allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     compact = sub.add_parser(
-        "compact", allow_abbrev=False, help="merge the cache's shards into few, one entry per request, dropping expired and invalid "
-                        "entries (a Beam pipeline; Beam options such as --runner pass through)")
+        "compact", allow_abbrev=False,
+        help="merge the cache's shards into few, one entry per request, dropping expired and invalid entries "
+             "(a Beam pipeline; Beam options such as --runner pass through)")
     compact.add_argument("location", help="the cache: a local directory or gs:// prefix")
     compact.add_argument("--cache_ttl_days", type=float, help="also drop entries stored more than N days ago")
     return parser

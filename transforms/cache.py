@@ -40,7 +40,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsList, AsSingleton
 
 from client.cache import (NANO, CacheSettings, InvalidEntry, answer_from, bounded_lines, decode_entry, encode_entry,
-                          encode_line, is_expired, is_shard, newest_first, saved_cost, shard_prefix)
+                          encode_line, expiry_cutoff, is_shard, newest_first, saved_cost, shard_prefix)
 from client.config import ClientConfig
 from client.progress import PROGRESS
 from client.requests import build_request
@@ -83,7 +83,7 @@ class _ReadShardFn(beam.DoFn):
         self._settings = settings
 
     def _entries(self, fh, counts: dict[str, int], problems: list[str]):
-        now, ttl = self._settings.now, self._settings.ttl_days
+        cutoff = expiry_cutoff(self._settings.now, self._settings.ttl_days)
         for line in bounded_lines(fh):
             if line is not None and not line.strip():
                 continue
@@ -93,9 +93,10 @@ class _ReadShardFn(beam.DoFn):
                 entry = decode_entry(line)
             except InvalidEntry as exc:
                 counts["invalid_entries"] += 1
-                problems.append(str(exc))
+                if not problems:  # the first reason is logged; the rest are counted
+                    problems.append(str(exc))
                 continue
-            if is_expired(entry.stored_at, now, ttl):
+            if cutoff is not None and entry.stored_at < cutoff:
                 counts["expired_entries"] += 1
                 continue
             counts["entries_read"] += 1
@@ -115,7 +116,8 @@ class _ReadShardFn(beam.DoFn):
         for name, value in counts.items():
             _counter(f"cache_{name}").inc(value)
         if problems:
-            log.warning("cache shard %s: skipped %d invalid line(s) (first: %s)", path, len(problems), problems[0])
+            log.warning("cache shard %s: skipped %d invalid line(s) (first: %s)", path, counts["invalid_entries"],
+                        problems[0])
         if whole:
             _counter("cache_shards_read").inc()
             yield beam.pvalue.TaggedOutput(FULLY_READ, path)

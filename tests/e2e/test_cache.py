@@ -5,7 +5,6 @@ is never sent; what it holds is never wrong."""
 from __future__ import annotations
 
 import datetime
-import json
 import random
 from pathlib import Path
 
