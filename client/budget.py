@@ -107,16 +107,21 @@ class BudgetConfig:
 class Hold:
     """One admitted record's reservation. ``settle(usage)`` exactly once (later calls do nothing)."""
 
-    __slots__ = ("_budget", "model", "cost", "tokens", "choices", "_settled")
+    __slots__ = ("_budget", "model", "cost", "tokens", "choices", "_settled", "tier")
 
-    def __init__(self, budget: "Budget", model: str | None, cost: float, tokens: int, choices: int = 1) -> None:
+    def __init__(self, budget: "Budget", model: str | None, cost: float, tokens: int, choices: int = 1,
+                 tier: str = "standard") -> None:
         self._budget, self.model, self.cost, self.tokens, self.choices = budget, model, cost, tokens, choices
+        self.tier = tier
         self._settled = False
 
-    def settle(self, usage: Usage | None) -> None:
-        """Release the reservation and charge the real usage (None: nothing was billed)."""
+    def settle(self, usage: Usage | None, tier: str | None = None) -> None:
+        """Release the reservation and charge the real usage (None: nothing was billed) at ``tier``'s prices
+        (default: the tier it was reserved at)."""
         if not self._settled:
             self._settled = True
+            if tier is not None:
+                self.tier = tier
             self._budget._settle(self, usage)
 
 
@@ -166,11 +171,11 @@ class Budget:
             per_choice = min(per_choice, limit)
         return round(per_choice * _choices(request))
 
-    async def reserve(self, request: ChatRequest) -> Hold | None:
+    async def reserve(self, request: ChatRequest, tier: str = "standard") -> Hold | None:
         """Admit the record (a Hold to settle later) or refuse it (None); may wait for records in flight, or for
-        a lease from the job ledger."""
+        a lease from the job ledger. The estimate is priced at ``tier`` (client/pricing.py)."""
         output = self.expected_output_tokens(request)
-        cost = self.prices.cost(request.model, request.est_prompt_tokens, output)
+        cost = self.prices.cost(request.model, request.est_prompt_tokens, output, tier=tier)
         tokens = request.est_prompt_tokens + output
         while True:
             with self._lock:
@@ -180,7 +185,7 @@ class Budget:
                     self._reserved_usd += cost
                     self._reserved_tokens += tokens
                     self._in_flight += 1
-                    return Hold(self, request.model, cost, tokens, _choices(request))
+                    return Hold(self, request.model, cost, tokens, _choices(request), tier)
                 if decision == "refuse":
                     self.exhausted = True
                     return None
@@ -318,7 +323,7 @@ class Budget:
         cost = 0.0
         tokens = 0
         if usage is not None:
-            cost = self.prices.cost(hold.model, usage.prompt_tokens, usage.completion_tokens)
+            cost = self.prices.cost(hold.model, usage.prompt_tokens, usage.completion_tokens, tier=hold.tier)
             tokens = usage.total_tokens or usage.prompt_tokens + usage.completion_tokens
         with self._lock:
             self._reserved_usd = max(0.0, self._reserved_usd - hold.cost)
@@ -332,6 +337,7 @@ class Budget:
                 self._output_seen += 1
             waiters, self._waiters = self._waiters, []
         self.counters.inc("cost_nano_usd", round(cost * NANO))
+        self.counters.inc(f"tier_cost_nano_usd_{hold.tier}", round(cost * NANO))
         for loop, waiter in waiters:
             loop.call_soon_threadsafe(_wake, waiter)
 

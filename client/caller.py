@@ -20,6 +20,10 @@ The limiter seam (client/limits.py implements it; a plain concurrency cap is use
 The budget seam (client/budget.py; optional): once per record, after the request is built and before its first
 attempt, ``hold = await budget.reserve(request)``; None means the budget is spent, and the record becomes a
 ``budget_exhausted`` error (retryable, nothing sent). ``hold.settle(usage)`` once the record is done.
+
+The tier seam (client/tiers.py): every attempt asks ``tiers.current()`` which service tier to use and sends its
+headers; the record reports the tier of its last attempt (``service_tier``), is priced at it, and is counted per
+tier (``tier_records_<tier>``). Without a selector every attempt uses ``config.service_tier``.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from client.metrics import RunCounters
 from client.parsing import ParsedCompletion, StreamAssembler, parse_completion, usage_of
 from client.requests import ChatRequest, build_request, estimate_tokens
 from client.retry import RetryPolicy
+from client.tiers import TierPlan, TierSelector, tier_headers
 from schemas.records import ErrorRecord, InputRecord, ResultRecord, Usage
 
 __all__ = ["ChatCaller", "Limiter", "Permit", "utc_iso"]
@@ -87,6 +92,7 @@ class _RecordState:
     started_at: str | None = None  # wall-clock ISO-8601 UTC, for the run report's timeline
     attempts: int = 0
     usage: Usage | None = None
+    tier: str | None = None  # the service tier of the last attempt
 
 
 def utc_iso(epoch_s: float) -> str:
@@ -110,10 +116,12 @@ class ChatCaller:
     def __init__(self, config: ClientConfig, *, http_client: httpx2.AsyncClient | None = None,
                  token_source: TokenSource | None = None, limiter: Limiter | None = None,
                  counters: RunCounters | None = None, budget: Budget | None = None,
+                 tiers: TierSelector | None = None,
                  sleep: Callable[[float], Awaitable[None] | None] = asyncio.sleep,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> None:
         self.config = config
+        self.tiers = tiers if tiers is not None else TierSelector(TierPlan(config.service_tier))
         self.tokens = token_source if token_source is not None else token_source_for(config.target)
         self.limiter = limiter if limiter is not None else _ConcurrencyLimiter(config.max_concurrency)
         self.counters = counters if counters is not None else RunCounters()
@@ -158,7 +166,7 @@ class ChatCaller:
             else:
                 request = build_request(record, self.config)
             if self.budget is not None:
-                hold = await self.budget.reserve(request)
+                hold = await self.budget.reserve(request, tier=self.tiers.current())
                 if hold is None:
                     raise BudgetExhausted(self.budget.exhausted_message())
             return self._result(record, request, await self._complete(request, state), state)
@@ -170,7 +178,8 @@ class ChatCaller:
             return self._error(record, request, internal, state)
         finally:
             if hold is not None:
-                hold.settle(state.usage)
+                hold.settle(state.usage, tier=state.tier)
+            self.tiers.record_done(state.tier)
 
     async def _complete(self, request: ChatRequest, state: _RecordState) -> ParsedCompletion:
         messages = request.messages
@@ -213,10 +222,11 @@ class ChatCaller:
         permit = await self.limiter.acquire(est)
         self.counters.inc("permit_wait_ms", round((self._clock() - waited_from) * 1000))
         state.attempts += 1
+        state.tier = self.tiers.current()
         self.counters.inc("attempts")
         outcome, tokens_used = "error", None
         try:
-            completion = await self._call(request, messages)
+            completion = await self._call(request, messages, state.tier)
             outcome = "ok"
             usage = usage_of(getattr(completion, "usage", None))
             tokens_used = usage.total_tokens if getattr(completion, "usage", None) is not None else None
@@ -233,10 +243,12 @@ class ChatCaller:
             permit.done(outcome, tokens_used=tokens_used)
         return parse_completion(completion, schema=request.schema, thought_marker=request.thought_marker)
 
-    async def _call(self, request: ChatRequest, messages: list[dict[str, Any]]) -> ChatCompletion:
+    async def _call(self, request: ChatRequest, messages: list[dict[str, Any]],
+                    tier: str = "standard") -> ChatCompletion:
         args = request.create_args(messages)
-        if self._extra_headers:
-            args["extra_headers"] = self._extra_headers
+        headers = {**(self._extra_headers or {}), **tier_headers(tier)}
+        if headers:
+            args["extra_headers"] = headers
         create = self._client.chat.completions.create
         if not self.config.stream:
             async with map_errors():
@@ -278,20 +290,23 @@ class ChatCaller:
     def _result(self, record: InputRecord, request: ChatRequest, parsed: ParsedCompletion,
                 state: _RecordState) -> ResultRecord:
         self.counters.inc("results")
+        self.counters.inc(f"tier_records_{state.tier}")
         return ResultRecord(
             id=record.id or "", request_key=request.request_key, model=parsed.model or request.model,
             content=parsed.content, thoughts=parsed.thoughts, parsed=parsed.parsed,
             finish_reason=parsed.finish_reason, usage=state.usage or parsed.usage, attempts=state.attempts,
             latency_ms=self._latency_ms(state), alternatives=parsed.alternatives, metadata=record.metadata,
-            started_at=state.started_at, finished_at=utc_iso(self._wall_clock()))
+            service_tier=state.tier, started_at=state.started_at, finished_at=utc_iso(self._wall_clock()))
 
     def _error(self, record: InputRecord, request: ChatRequest | None, exc: ChatbeamError,
                state: _RecordState) -> ErrorRecord:
         self.counters.inc("errors")
         self.counters.inc(f"error_{exc.error_type}")
+        if state.tier is not None:
+            self.counters.inc(f"tier_records_{state.tier}")
         return ErrorRecord(
             id=record.id, request_key=request.request_key if request else None, stage=exc.stage,
             error_type=exc.error_type, status_code=exc.status_code, status=exc.status, message=redact(exc.message),
             retryable=is_retryable(exc), attempts=state.attempts, record=record.to_json_dict(),
-            response_text=exc.response_text, metadata=record.metadata,
+            response_text=exc.response_text, metadata=record.metadata, service_tier=state.tier,
             started_at=state.started_at, finished_at=utc_iso(self._wall_clock()))

@@ -89,3 +89,4 @@ class ClientConfig:
     adaptive: bool = True  # AIMD: cut in-flight limit on 429/503, grow it on success
     media_root: str | None = None  # local files under this directory may be inlined as data URLs
     max_media_bytes: int = 20 * 1024 * 1024
+    service_tier: str = "standard"  # standard | flex | priority: Vertex's tier headers (client/tiers.py)

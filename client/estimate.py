@@ -11,7 +11,8 @@
 * ``output_tokens``: the record's ``max_completion_tokens`` / ``max_tokens`` when set (what you pay at most),
   else the assumption ``--est_output_tokens`` (default 256 per choice); times ``n``. Thinking models also bill
   reasoning tokens as output, which this does not foresee: set ``max_tokens`` or raise the assumption for them.
-* ``cost_usd`` from the price table (client/pricing.py, ``--price_table``), by the request's model.
+* ``cost_usd`` from the price table (client/pricing.py, ``--price_table``), by the request's model, at the run's
+  service tier (``config.service_tier``; ``tier="batch"`` for ``--mode batch``).
 
 A record that cannot be sent (bad params, unknown schema, media outside --media_root) raises the same
 ChatbeamError the real run would turn into an error record.
@@ -65,17 +66,25 @@ class Estimate:
 
 
 def estimate(record: InputRecord, config: ClientConfig, prices: PriceTable,
-             output_tokens: int = DEFAULT_OUTPUT_TOKENS) -> Estimate:
-    """Build the request for ``record`` and estimate it; raises ChatbeamError for a record that cannot be sent."""
+             output_tokens: int = DEFAULT_OUTPUT_TOKENS, tier: str | None = None) -> Estimate:
+    """Build the request for ``record`` and estimate it; raises ChatbeamError for a record that cannot be sent.
+    With ``tier="batch"`` the body is the record's batch line (its native request) and a record with no native
+    form raises ``unsupported_in_batch``."""
     request = build_request(record, config)
+    tier = tier or config.service_tier
     n = request.kwargs.get("n")
     choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
     limit = output_token_limit(request)
     out = (limit if limit is not None else output_tokens) * choices
+    if tier == "batch":
+        from client.native_request import to_native  # noqa: PLC0415 - only batch dry runs need it
+
+        body = {"request": to_native(request)}
+    else:
+        body = render_body(request, stream=config.stream)
     return Estimate(id=record.id or "", request_key=request.request_key, model=request.model,
                     prompt_tokens=request.est_prompt_tokens, output_tokens=out,
-                    cost_usd=prices.cost(request.model, request.est_prompt_tokens, out),
-                    body=render_body(request, stream=config.stream))
+                    cost_usd=prices.cost(request.model, request.est_prompt_tokens, out, tier=tier), body=body)
 
 
 @dataclass

@@ -21,7 +21,10 @@ from starlette.routing import Route
 from emulator import errors
 from emulator._json import JSONDecodeError, dumps, loads
 from emulator.auth import check_api_key
+from emulator.batch import BatchJobs
 from emulator.config import EmulatorConfig, FaultConfig
+from emulator.errors import ApiError
+from emulator.gcs import ObjectStore
 from emulator.service import DEPLOYED, MANAGED, PLAIN, Emulator
 from emulator.transport import SEND_KEY
 
@@ -78,6 +81,50 @@ async def openai_chat(request: Request) -> Response:
     return await request.app.emulator.chat(request, PLAIN)
 
 
+async def generate_content(request: Request) -> Response:
+    return await request.app.emulator.generate_content(request)
+
+
+async def _batch_call(request: Request, action: str) -> Response:
+    """A batchPredictionJobs call: Vertex auth, then the job store; errors in Vertex's list shape."""
+    emu: Emulator = request.app.emulator
+    emu.stats.begin(f"batch_{action}")
+    p = request.path_params
+    try:
+        emu.check_vertex_auth(request)
+        jobs: BatchJobs = request.app.batch_jobs
+        if action == "create":
+            try:
+                body = loads(await request.body())
+            except JSONDecodeError:
+                raise errors.invalid_argument("Invalid JSON payload received.") from None
+            result = jobs.create(p["project"], p["location"], body)
+        elif action == "list":
+            q = request.query_params
+            size = q.get("pageSize", "100")
+            result = jobs.list(p["project"], p["location"], int(size) if size.isdigit() else 100,
+                               q.get("pageToken", ""))
+        else:
+            result = getattr(jobs, action)(p["project"], p["location"], p["job"])
+    except ApiError as err:
+        emu.stats.status(err.code)
+        return Response(errors.vertex_body(err), err.code, media_type=_JSON)
+    emu.stats.status(200)
+    return _json(result)
+
+
+async def batch_jobs(request: Request) -> Response:
+    return await _batch_call(request, "create" if request.method == "POST" else "list")
+
+
+async def batch_job(request: Request) -> Response:
+    return await _batch_call(request, "delete" if request.method == "DELETE" else "get")
+
+
+async def batch_cancel(request: Request) -> Response:
+    return await _batch_call(request, "cancel")
+
+
 async def openai_models(request: Request) -> Response:
     emu: Emulator = request.app.emulator
     emu.stats.begin("openai_models")
@@ -117,6 +164,17 @@ routes = [
     # Self-deployed models on a numeric endpoint id.
     Route("/v1/projects/{project}/locations/{location}/endpoints/{endpoint_id}/chat/completions", deployed_chat, methods=["POST"]),
     Route("/v1beta1/projects/{project}/locations/{location}/endpoints/{endpoint_id}/chat/completions", deployed_chat, methods=["POST"]),
+    # Gemini's native API and Vertex batch prediction jobs (v1 and v1beta1, as google-genai uses).
+    *[route for version in ("v1", "v1beta1") for route in (
+        Route(f"/{version}/projects/{{project}}/locations/{{location}}/publishers/google/models/{{model}}:generateContent",
+              generate_content, methods=["POST"]),
+        Route(f"/{version}/projects/{{project}}/locations/{{location}}/batchPredictionJobs/{{job}}:cancel",
+              batch_cancel, methods=["POST"]),
+        Route(f"/{version}/projects/{{project}}/locations/{{location}}/batchPredictionJobs/{{job}}", batch_job,
+              methods=["GET", "DELETE"]),
+        Route(f"/{version}/projects/{{project}}/locations/{{location}}/batchPredictionJobs", batch_jobs,
+              methods=["GET", "POST"]),
+    )],
     # A plain OpenAI-compatible server (for --base_url).
     Route("/v1/chat/completions", openai_chat, methods=["POST"]),
     Route("/v1/models", openai_models, methods=["GET"]),
@@ -127,9 +185,11 @@ routes = [
 ]
 
 
-def create_app(config: EmulatorConfig | None = None) -> Starlette:
-    """A fresh app with its own state; ``app.state.emulator`` is the `Emulator`."""
+def create_app(config: EmulatorConfig | None = None, store: ObjectStore | None = None) -> Starlette:
+    """A fresh app with its own state; ``app.state.emulator`` is the `Emulator`, ``app.batch_jobs`` its batch
+    prediction jobs (input and output in ``store``: Cloud Storage by default, through STORAGE_EMULATOR_HOST)."""
     app = EmulatorApp(routes=routes)
     app.emulator = Emulator(config or EmulatorConfig())
     app.state.emulator = app.emulator
+    app.batch_jobs = app.state.batch_jobs = BatchJobs(app.emulator, store)
     return app

@@ -36,7 +36,8 @@ __all__ = ["Choice", "make_choices"]
 class Choice:
     """One generated choice."""
 
-    __slots__ = ("content", "reasoning_tokens", "completion_tokens", "finish_reason", "tool_calls", "thought_span")
+    __slots__ = ("content", "reasoning_tokens", "completion_tokens", "finish_reason", "tool_calls", "thought_span",
+                 "thought")
 
     def __init__(self) -> None:
         self.content: str | None = ""
@@ -45,6 +46,7 @@ class Choice:
         self.finish_reason = "stop"
         self.tool_calls: list[dict[str, Any]] | None = None
         self.thought_span: tuple[int, int] | None = None  # [start, end) of the tagged thought in content
+        self.thought = ""  # the thought text (the native API returns it as a thought part)
 
 
 def _answer(req: ChatRequest, rng: random.Random, violate: bool) -> str:
@@ -107,6 +109,7 @@ def _one(req: ChatRequest, rng: random.Random, violate: bool, truncate: bool) ->
             choice.thought_span = (0, len(head) + len(thought) + len(head) + 1)
             answer = f"{head}{thought}</{th.marker}>{answer}"
         choice.content = answer
+    choice.thought = thought
     choice.reasoning_tokens = reasoning
     choice.completion_tokens = answer_tokens + reasoning
     return choice

@@ -41,7 +41,12 @@ _RATES = (
     "malformed_rate",
     "schema_violation_rate",
     "truncate_rate",
+    "flex_429_rate",
+    "batch_line_failure_rate",
+    "batch_job_failure_rate",
+    "batch_fail_at",
 )
+_BOOLS = ("retry_info", "flex_global_only")
 
 
 @dataclass(frozen=True)
@@ -68,13 +73,27 @@ class FaultConfig:
     schema_violation_rate: float = 0.0
     truncate_rate: float = 0.0
     token_ttl_s: float = 0.0  # 0 = tokens never expire
+    # Service tiers (emulator/tiers.py): flex is slower and throttled sooner, priority gets more of the pool.
+    flex_latency_factor: float = 3.0
+    flex_capacity_share: float = 0.5  # flex is admitted while the window holds < capacity_rps x this
+    flex_429_rate: float = 0.0  # extra 429s for flex requests even below capacity
+    priority_latency_factor: float = 1.0
+    priority_capacity_share: float = 1.25
+    flex_global_only: bool = True  # flex / priority headers outside locations/global -> 400
+    # Batch prediction jobs (emulator/batch.py).
+    batch_queue_s: float = 0.2  # time a job stays PENDING
+    batch_duration_s: float = 1.0  # time a job stays RUNNING (its lines are answered evenly over it)
+    batch_line_failure_rate: float = 0.0  # a line fails (status set, no response)
+    batch_job_failure_rate: float = 0.0  # a job fails (FAILED) after batch_fail_at of its lines
+    batch_fail_at: float = 0.5
+    batch_max_requests: float = 200000.0  # lines per job; more -> the job FAILS
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name == "retry_info":
+            if f.name in _BOOLS:
                 if not isinstance(value, bool):
-                    raise ValueError("retry_info must be a boolean")
+                    raise ValueError(f"{f.name} must be a boolean")
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
                 raise ValueError(f"{f.name} must be a number")
@@ -199,8 +218,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--api_key", help="key required on the plain /v1 routes (default: none)")
     p.add_argument("--access_log", action="store_true", help="uvicorn access log (no headers are logged)")
     for f in dataclasses.fields(FaultConfig):
-        if f.name == "retry_info":
-            p.add_argument("--retry_info", type=_bool, help="RetryInfo in 429 bodies (default true)")
+        if f.name in _BOOLS:
+            p.add_argument(f"--{f.name}", type=_bool, help=f"fault: {f.name} (default {str(f.default).lower()})")
         else:
             p.add_argument(f"--{f.name}", type=float, help=f"fault: {f.name} (default {f.default})")
     return p

@@ -64,12 +64,16 @@ class FaultState:
             ("error_503", c.reset_rate + c.hang_rate + c.error_500_rate + c.error_503_rate),
         )
 
-    def admit(self) -> str | None:
-        """None if the request may proceed, else the 429 kind ("storm_429" or "capacity_429")."""
+    def admit(self, share: float = 1.0) -> str | None:
+        """None if the request may proceed, else the 429 kind ("storm_429" or "capacity_429").
+
+        ``share`` scales the capacity for this request's tier (flex < 1: throttled sooner; priority > 1); every
+        admitted request counts in the one window whatever its tier.
+        """
         now = self._clock()
         if now < self.storm_until:
             return "storm_429"
-        limit = self.config.capacity_rps
+        limit = self.config.capacity_rps * share
         if limit > 0:
             window = self._window
             cutoff = now - 1.0

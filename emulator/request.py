@@ -15,11 +15,12 @@ Usage::
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
 from emulator import tokens
-from emulator._json import dumps
+from emulator._json import canonical, dumps
 from emulator.errors import ApiError, invalid_argument
 from emulator.parts import parse_content
 from emulator.schema_refs import SchemaError, check_schema
@@ -50,7 +51,7 @@ class ChatRequest:
     """A validated request: the parts of the body the emulator acts on."""
 
     __slots__ = ("model", "n", "max_tokens", "stream", "include_usage", "format", "schema", "thinking",
-                 "words", "acks", "prompt_tokens", "extra_content", "stop", "tool")
+                 "words", "acks", "prompt_tokens", "extra_content", "stop", "tool", "answer_key")
 
     def __init__(self) -> None:
         self.model: str | None = None
@@ -67,6 +68,7 @@ class ChatRequest:
         self.extra_content = [0, 0, 0]  # messages, parts, tool calls carrying extra_content
         self.stop: tuple[str, ...] = ()
         self.tool: dict[str, Any] | None = None  # the function a tool call must be made to
+        self.answer_key = ""  # seeds the answer: the request's meaning (model, texts, media), not its wire format
 
 
 def _fail(message: str) -> ApiError:
@@ -83,7 +85,7 @@ def _int(body: dict[str, Any], key: str, low: int, high: int | None = None) -> i
     return value
 
 
-def _messages(req: ChatRequest, messages: Any) -> None:
+def _messages(req: ChatRequest, messages: Any) -> list[str]:
     if not isinstance(messages, list) or not messages:
         raise _fail("'messages' must be a non-empty list.")
     texts: list[str] = []
@@ -121,6 +123,7 @@ def _messages(req: ChatRequest, messages: Any) -> None:
     req.words = _WORD.findall(last_user or "")
     req.prompt_tokens += (tokens.REQUEST_OVERHEAD + tokens.MESSAGE_OVERHEAD * len(messages)
                           + tokens.count_text("\n".join(texts)))
+    return texts
 
 
 def _schema(schema: Any, what: str) -> None:
@@ -181,6 +184,14 @@ def _google(body: dict[str, Any]) -> dict[str, Any]:
     return {**(top or {}), **(nested or {})}
 
 
+def _effort_of_budget(budget: int | None) -> str:
+    """The thought length a budget buys, on the budgets Google maps ``reasoning_effort`` to for the OpenAI-compatible
+    API (low 1024, medium 8192, high 24576), so an effort sent as a native thinkingBudget thinks alike."""
+    if budget is None or budget <= 0:
+        return "medium"  # -1 is "dynamic"
+    return "minimal" if budget <= 512 else "low" if budget <= 1024 else "medium" if budget <= 8192 else "high"
+
+
 def _thinking(req: ChatRequest, body: dict[str, Any], can_think: bool, by_default: bool) -> None:
     google = _google(body)
     config = google.get("thinking_config")
@@ -206,7 +217,7 @@ def _thinking(req: ChatRequest, body: dict[str, Any], can_think: bool, by_defaul
     asked = include or budget not in (None, 0) or effort not in (None, "none")
     default = by_default and budget != 0 and effort != "none"
     if not effort:
-        effort = "high" if budget is not None and budget >= 4096 else "low" if budget and budget > 0 and budget < 256 else "medium"
+        effort = _effort_of_budget(budget)
     req.thinking = Thinking(can_think and (asked or default), include, budget if budget and budget > 0 else None,
                             marker.strip() if marker else None, effort)
 
@@ -220,7 +231,9 @@ def parse_chat(body: Any, *, can_think: bool = True, think_by_default: bool = Fa
     if model is not None and not isinstance(model, str):
         raise _fail("'model' must be a string.")
     req.model = model
-    _messages(req, body.get("messages"))
+    texts = _messages(req, body.get("messages"))
+    # The same question asked through the chat route, the native route or a batch job gets the same answer.
+    req.answer_key = hashlib.sha256(canonical([model, texts, req.acks])).hexdigest()
     req.n = _int(body, "n", 1, MAX_N) or 1
     req.max_tokens = _int(body, "max_completion_tokens", 1) or _int(body, "max_tokens", 1)
     stream = body.get("stream", False)

@@ -113,12 +113,14 @@ class RunningEmulator:
         self.stop()
 
 
-def serve_in_thread(config: EmulatorConfig | None = None, timeout_s: float = 10.0) -> RunningEmulator:
-    """Serve on 127.0.0.1 (a free port) from a daemon thread; return once it accepts connections."""
+def serve_in_thread(config: EmulatorConfig | None = None, timeout_s: float = 10.0,
+                    store: Any = None) -> RunningEmulator:
+    """Serve on 127.0.0.1 (a free port) from a daemon thread; return once it accepts connections. ``store``: where
+    batch jobs read and write (default: Cloud Storage via STORAGE_EMULATOR_HOST; `emulator.gcs.MemoryStore`)."""
     config = config or EmulatorConfig()
     sock = bind("127.0.0.1", 0)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    app = create_app(config)
+    app = create_app(config, store)
     ready = threading.Event()
     server = _Server(_uvicorn_config(app, config), ready.set)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="emulator", daemon=True)

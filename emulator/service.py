@@ -5,9 +5,13 @@ Order of checks for one chat request (each step may end it):
 1. read the body, fingerprint it, count it as received (attempt = earlier arrivals);
 2. auth: Vertex bearer token (+ expiry) or the plain route's API key -> 401;
 3. body validation -> 400; model / endpoint checks -> 400 / 404;
-4. 429 storm, then capacity (answered at once, no latency);
-5. the seeded fault draw: reset (immediately), hang, latency, then 500 / 503;
+4. the service tier from Vertex's headers (emulator/tiers.py; 400 for bad values), then the 429 storm, then
+   capacity scaled by the tier's share, then flex's extra 429s (answered at once, no latency);
+5. the seeded fault draw: reset (immediately), hang, latency (times the tier's factor), then 500 / 503;
 6. the answer (``violate`` / ``truncate`` / ``malformed`` / ``stream_drop`` applied).
+
+The native ``:generateContent`` route (`Emulator.generate_content`) follows the same order without streaming,
+resets or hangs; `Emulator.native_answer` is the answer alone, which batch prediction jobs use for each line.
 
 Usage::
 
@@ -18,6 +22,7 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import datetime
 import hashlib
 import random
 import time
@@ -27,20 +32,22 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from emulator import errors
-from emulator._json import JSONDecodeError, canonical, loads
+from emulator._json import JSONDecodeError, canonical, dumps, loads
 from emulator.auth import TokenClock, check_api_key
 from emulator.completion import make_choices
 from emulator.config import EmulatorConfig
 from emulator.errors import ApiError
 from emulator.faults import FaultState
+from emulator.native import to_chat, to_response
 from emulator.render import completion_body, stream_events
 from emulator.request import ChatRequest, parse_chat
 from emulator.stats import Stats
+from emulator.tiers import tier_of
 from emulator.transport import NoResponse, abort_connection, wait_disconnect
 
-__all__ = ["Emulator", "MANAGED", "DEPLOYED", "PLAIN"]
+__all__ = ["Emulator", "MANAGED", "DEPLOYED", "PLAIN", "NATIVE"]
 
-MANAGED, DEPLOYED, PLAIN = "managed_chat", "deployed_chat", "openai_chat"
+MANAGED, DEPLOYED, PLAIN, NATIVE = "managed_chat", "deployed_chat", "openai_chat", "generate_content"
 _JSON = "application/json"
 
 
@@ -82,12 +89,9 @@ class Emulator:
             ec = req.extra_content
             if ec[0] or ec[1] or ec[2]:
                 stats.extra(*ec)
-            refused = self.faults.admit()
-            if refused:
-                stats.fault(refused)
-                fc = self.faults.config
-                raise errors.resource_exhausted(fc.retry_info, fc.retry_delay_s)
-            return await self._answer(request, req, model, fingerprint, attempt, _content_key(body, fingerprint))
+            tier = self._tier(request, vertex)
+            self._admit(tier, fingerprint, attempt)
+            return await self._answer(request, req, model, fingerprint, attempt, tier)
         except ApiError as err:
             stats.status(err.code)
             if vertex:
@@ -96,6 +100,81 @@ class Emulator:
         except Exception:  # an emulator bug: count it, and let Starlette answer a plain 500 and log it
             stats.status(500)
             raise
+
+    async def generate_content(self, request: Request) -> Response:
+        """``POST …/publishers/google/models/{model}:generateContent``: one native request, one native answer."""
+        stats = self.stats
+        stats.begin(NATIVE)
+        try:
+            raw = await request.body()
+            try:
+                body: Any = loads(raw)
+                fingerprint = hashlib.sha256(canonical(body)).hexdigest()
+            except (JSONDecodeError, TypeError):
+                body, fingerprint = _NOT_JSON, hashlib.sha256(raw).hexdigest()
+            attempt = stats.receive(fingerprint)
+            self._auth(request, True)
+            if body is _NOT_JSON:
+                raise errors.invalid_argument("Invalid JSON payload received.")
+            params = request.path_params
+            model = self.publisher_model(params.get("model", ""), params)
+            req = self.parse_native(body, model)
+            tier = self._tier(request, True)
+            self._admit(tier, fingerprint, attempt)
+            draw = self.faults.draw(random.Random(f"{self._seed}:{fingerprint}:{attempt}"))
+            latency = self._latency(draw.latency_s, tier)
+            if latency > 0:
+                await asyncio.sleep(latency)
+            if draw.error in ("error_500", "error_503"):
+                stats.fault(draw.error)
+                raise errors.internal() if draw.error == "error_500" else errors.unavailable()
+            answer, completion, reasoning = self.native_answer(req, model, tier, violate=draw.violate,
+                                                               truncate=draw.truncate,
+                                                               response_id=f"{fingerprint[:20]}{attempt:x}")
+            stats.status(200)
+            stats.ok(fingerprint, req.prompt_tokens, completion, reasoning, tier)
+            return Response(dumps(answer), 200, media_type=_JSON)
+        except ApiError as err:
+            stats.status(err.code)
+            return Response(errors.vertex_body(err), err.code, media_type=_JSON)
+        except Exception:
+            stats.status(500)
+            raise
+
+    def publisher_model(self, model_id: str, params: dict[str, str]) -> str:
+        """``gemini-2.5-flash`` (or ``publishers/google/models/gemini-2.5-flash``) → ``google/gemini-2.5-flash``;
+        404 when the emulator does not know it."""
+        model_id = model_id.removeprefix("publishers/google/models/").removeprefix("google/")
+        name = f"google/{model_id}"
+        if not model_id or name not in self._models:
+            raise errors.not_found(
+                f"Publisher Model `projects/{params.get('project')}/locations/{params.get('location')}/publishers/"
+                f"google/models/{model_id}` was not found or your project does not have access to it.")
+        return name
+
+    def parse_native(self, body: Any, model: str) -> ChatRequest:
+        """A GenerateContentRequest validated as the chat request it is equivalent to (400 `ApiError` if invalid)."""
+        return parse_chat(to_chat(body, model=model), can_think=model in self._thinkers,
+                          think_by_default=self.config.thinking_by_default)
+
+    def native_answer(self, req: ChatRequest, model: str, tier: str, *, violate: bool, truncate: bool,
+                      response_id: str) -> tuple[dict[str, Any], int, int]:
+        """The GenerateContentResponse for ``req`` (seeded like the chat answer), its completion and reasoning
+        tokens. Counts the violation / truncation faults it applies."""
+        if violate and req.format != "text":
+            self.stats.fault("schema_violation")
+        if truncate and req.tool is None:
+            self.stats.fault("truncate")
+        choices = make_choices(req, random.Random(f"{self._seed}:{req.answer_key}"), violate=violate,
+                               truncate=truncate)
+        created = datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+        answer = to_response(choices, req, model.removeprefix("google/"), tier=tier, response_id=response_id,
+                             create_time=created)
+        return answer, sum(c.completion_tokens for c in choices), sum(c.reasoning_tokens for c in choices)
+
+    def check_vertex_auth(self, request: Request) -> None:
+        """Vertex's bearer-token check (401 `ApiError`), for routes outside the chat pipeline."""
+        self._auth(request, True)
 
     def _auth(self, request: Request, vertex: bool) -> None:
         header = request.headers.get("authorization")
@@ -107,6 +186,32 @@ class Emulator:
             err = check_api_key(header, self.config.api_key)
         if err is not None:
             raise err
+
+    def _tier(self, request: Request, vertex: bool) -> str:
+        """The service tier asked for (standard on the plain route, which has no tiers); counted per tier."""
+        tier = "standard"
+        if vertex:
+            tier = tier_of(request.headers, location=request.path_params.get("location"),
+                           global_only=self.faults.config.flex_global_only)
+        self.stats.tier_request(tier)
+        return tier
+
+    def _admit(self, tier: str, fingerprint: str, attempt: int) -> None:
+        """The 429 storm and the shared pool, scaled by the tier's share; flex's extra 429s. Raises the 429."""
+        fc = self.faults.config
+        share = {"flex": fc.flex_capacity_share, "priority": fc.priority_capacity_share}.get(tier, 1.0)
+        refused = self.faults.admit(share)
+        if not refused and tier == "flex" and fc.flex_429_rate > 0:
+            if random.Random(f"{self._seed}:{fingerprint}:{attempt}:flex").random() < fc.flex_429_rate:
+                refused = "flex_429"
+        if refused:
+            self.stats.fault(refused)
+            self.stats.tier_throttled(tier)
+            raise errors.resource_exhausted(fc.retry_info, fc.retry_delay_s)
+
+    def _latency(self, latency_s: float, tier: str) -> float:
+        fc = self.faults.config
+        return latency_s * {"flex": fc.flex_latency_factor, "priority": fc.priority_latency_factor}.get(tier, 1.0)
 
     def _can_think(self, route: str, body: Any) -> bool:
         """Managed models outside ``thinking_models`` can't think (unknown models get their 404 later)."""
@@ -139,9 +244,10 @@ class Emulator:
         return req.model or "emulator"
 
     async def _answer(self, request: Request, req: ChatRequest, model: str, fingerprint: str, attempt: int,
-                      content_key: str) -> Response:
+                      tier: str) -> Response:
         stats, seed = self.stats, self._seed
         draw = self.faults.draw(random.Random(f"{seed}:{fingerprint}:{attempt}"))
+        draw.latency_s = self._latency(draw.latency_s, tier)
         if draw.error == "reset":
             stats.fault("reset")
             return await abort_connection(request.scope)
@@ -160,7 +266,7 @@ class Emulator:
             stats.fault("schema_violation")
         if draw.truncate and req.tool is None:  # a tool call is never truncated
             stats.fault("truncate")
-        choices = make_choices(req, random.Random(f"{seed}:{content_key}"), violate=draw.violate,
+        choices = make_choices(req, random.Random(f"{seed}:{req.answer_key}"), violate=draw.violate,
                                truncate=draw.truncate)
         cid = f"chatcmpl-{fingerprint[:20]}{attempt:x}"
         created = int(time.time())
@@ -173,7 +279,7 @@ class Emulator:
             if draw.malformed:
                 stats.fault("malformed")
                 return Response(body[: len(body) // 2], 200, media_type=_JSON)
-            stats.ok(fingerprint, req.prompt_tokens, completion, reasoning)
+            stats.ok(fingerprint, req.prompt_tokens, completion, reasoning, tier)
             return Response(body, 200, media_type=_JSON)
         events = stream_events(cid, created, model, choices, req.prompt_tokens, include_usage=req.include_usage,
                                thinking=thinking, marker=req.thinking.marker or "")
@@ -181,7 +287,8 @@ class Emulator:
             stats.fault("malformed")
             mid = len(events) // 2
             events[mid] = events[mid][: len(events[mid]) // 2] + b"\n\n"
-        on_done = None if draw.malformed else (lambda: stats.ok(fingerprint, req.prompt_tokens, completion, reasoning))
+        on_done = None if draw.malformed else (lambda: stats.ok(fingerprint, req.prompt_tokens, completion, reasoning,
+                                                                tier))
         if draw.stream_drop:
             stats.fault("stream_drop")
             on_done = None
@@ -190,15 +297,6 @@ class Emulator:
 
 
 _NOT_JSON = object()
-_STREAM_KEYS = ("stream", "stream_options")
-
-
-def _content_key(body: dict[str, Any], fingerprint: str) -> str:
-    """The seed of the answer: the body without its stream settings, so a streamed answer equals the plain one."""
-    if not any(k in body for k in _STREAM_KEYS):
-        return fingerprint
-    rest = {k: v for k, v in body.items() if k not in _STREAM_KEYS}
-    return hashlib.sha256(canonical(rest)).hexdigest()
 
 
 async def _stream(events: list[bytes], latency_s: float, *, drop: bool, scope: dict[str, Any],

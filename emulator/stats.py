@@ -13,6 +13,10 @@ Usage::
     attempt = stats.receive("ab12...")      # 0 on first arrival, 1 on the first retry, ...
     stats.status(200); stats.ok("ab12...", prompt=10, completion=20, reasoning=0)
     stats.snapshot(fingerprints=False)
+
+Per service tier (``by_tier``: standard, flex, priority for chat and generateContent requests; ``batch`` for lines
+answered inside batch prediction jobs): requests that asked for the tier, those answered 429, and the ok answers
+with their tokens. ``batch`` counts jobs by final state and lines (ok / failed).
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ class Stats:
         self.fingerprints: dict[str, list[int]] = {}
         self.duplicate_ok = 0
         self.ok_total = 0
+        self.by_tier: dict[str, dict[str, int]] = {}
+        self.batch: dict[str, Any] = {"jobs_created": 0, "lines": 0, "lines_ok": 0, "lines_failed": 0,
+                                      "jobs_by_state": Counter()}
 
     # -- in flight: entered/left by the app around every API request ----------------------
     def enter(self) -> None:
@@ -83,7 +90,7 @@ class Stats:
         ec["parts"] += parts
         ec["tool_calls"] += tool_calls
 
-    def ok(self, fingerprint: str, prompt: int, completion: int, reasoning: int) -> None:
+    def ok(self, fingerprint: str, prompt: int, completion: int, reasoning: int, tier: str = "standard") -> None:
         """A complete, well-formed 200 was served for ``fingerprint``."""
         entry = self.fingerprints.setdefault(fingerprint, [1, 0])
         entry[1] += 1
@@ -94,6 +101,45 @@ class Stats:
         t["prompt"] += prompt
         t["completion"] += completion
         t["reasoning"] += reasoning
+        self.tier_ok(tier, prompt, completion, reasoning)
+
+    # -- per service tier -------------------------------------------------------------
+    def _tier(self, tier: str) -> dict[str, int]:
+        entry = self.by_tier.get(tier)
+        if entry is None:
+            entry = self.by_tier[tier] = {"requests": 0, "throttled": 0, "ok": 0, "prompt_tokens": 0,
+                                          "completion_tokens": 0, "reasoning_tokens": 0}
+        return entry
+
+    def tier_request(self, tier: str) -> None:
+        self._tier(tier)["requests"] += 1
+
+    def tier_throttled(self, tier: str) -> None:
+        self._tier(tier)["throttled"] += 1
+
+    def tier_ok(self, tier: str, prompt: int, completion: int, reasoning: int) -> None:
+        entry = self._tier(tier)
+        entry["ok"] += 1
+        entry["prompt_tokens"] += prompt
+        entry["completion_tokens"] += completion
+        entry["reasoning_tokens"] += reasoning
+
+    # -- batch prediction jobs --------------------------------------------------------
+    def batch_job_created(self) -> None:
+        self.batch["jobs_created"] += 1
+
+    def batch_job_done(self, state: str) -> None:
+        self.batch["jobs_by_state"][state] += 1
+
+    def batch_line(self, ok: bool, prompt: int = 0, completion: int = 0, reasoning: int = 0) -> None:
+        b = self.batch
+        b["lines"] += 1
+        self.tier_request("batch")
+        if ok:
+            b["lines_ok"] += 1
+            self.tier_ok("batch", prompt, completion, reasoning)
+        else:
+            b["lines_failed"] += 1
 
     def snapshot(self, fingerprints: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -108,6 +154,8 @@ class Stats:
             "unique_fingerprints": len(self.fingerprints),
             "duplicate_ok": self.duplicate_ok,
             "ok": self.ok_total,
+            "by_tier": {tier: dict(entry) for tier, entry in self.by_tier.items()},
+            "batch": {**self.batch, "jobs_by_state": dict(self.batch["jobs_by_state"])},
             "uptime_s": round(time.time() - self.started, 3),
         }
         if fingerprints:

@@ -7,7 +7,8 @@ Data flows one way: options → read (records or read errors) → call (results 
 Nightly options (pipelines/nightly.py, docs/nightly.md) add: ``--replay_errors`` (read an earlier run's retryable
 failures instead of ``--input``), ``--resume`` (skip what this run already completed: SkipDone before the call),
 the checkpoint journal and the budget (inside the call step), ``--dry_run`` (DryRun instead of the call), and the
-run summary ``{output}-summary.json`` at the end.
+run summary ``{output}-summary.json`` at the end. ``--mode batch`` (pipelines/modes.py) swaps the call step for
+CallBatchPrediction (transforms/batch.py), which has the same inputs and outputs.
 """
 
 from __future__ import annotations
@@ -40,8 +41,10 @@ from pipelines.local_emulator import EmulatorStartError, LocalEmulator
 from pipelines.nightly import normalize_argv
 from pipelines.options import EMULATOR_PROJECT, Plan, UsageError, validate
 from pipelines.report import build_report, run_totals, write_run_info
-from pipelines.summary import build_summary, chatbeam_counters, count_input_lines, format_summary, read_json, write_json
+from pipelines.summary import (build_summary, chatbeam_counters, count_input_lines, count_records, format_summary,
+                               read_json, write_json)
 from transforms import CallChatCompletions, ReadPrompts, WriteErrors, WriteResults
+from transforms.batch import CallBatchPrediction
 from transforms.cache import CacheLookup, CacheStore
 from transforms.checkpoint import SkipDone, done_patterns
 from transforms.dry_run import DryRun
@@ -68,6 +71,26 @@ def _check_input(pattern: str, flag: str = "--input") -> None:
             raise UsageError(f"{flag} file {meta.path!r} is not readable")
 
 
+def _call_step(plan: Plan, run_id: str, progress_total: int | None, jobshare: JobShareSettings | None = None,
+               worker_progress_lines: bool = True) -> beam.PTransform:
+    """The call step: online Chat Completions, or batch prediction jobs (whose leftovers finish online)."""
+    n = plan.nightly
+    online = dict(
+        budget=BudgetConfig(prices=n.price_table, max_cost_usd=n.max_cost_usd, max_total_tokens=n.max_total_tokens,
+                            output_tokens=n.est_output_tokens),
+        journal=(JournalSettings(n.checkpoint_dir, n.checkpoint_every, n.checkpoint_interval_s)
+                 if n.checkpoint_dir else None),
+        progress=ProgressSettings(progress_total, n.progress_interval_s if worker_progress_lines else 0),
+        run_id=run_id, jobshare=jobshare,
+        telemetry=TelemetrySettings(telemetry_dir(plan.output), run_id) if plan.output else None,
+        tiers=dataclasses.replace(plan.tiers, total=progress_total))
+    if plan.mode != "batch":
+        return "CallChatCompletions" >> CallChatCompletions(plan.client, **online)
+    settings = dataclasses.replace(plan.batch, run_id=run_id, max_cost_usd=n.max_cost_usd,
+                                   max_total_tokens=n.max_total_tokens, est_output_tokens=n.est_output_tokens)
+    return "CallBatchPrediction" >> CallBatchPrediction(plan.client, settings, n.price_table, online=online)
+
+
 def build_pipeline(p: beam.Pipeline, plan: Plan, *, run_id: str = "", progress_total: int | None = None,
                    jobshare: JobShareSettings | None = None, worker_progress_lines: bool = True) -> None:
     """Wire the labelled steps; nothing here opens a connection. ``worker_progress_lines``: each worker process
@@ -88,18 +111,10 @@ def build_pipeline(p: beam.Pipeline, plan: Plan, *, run_id: str = "", progress_t
                                                    done_patterns(n.checkpoint_dir, plan.output, plan.errors))
         records = resumed.todo
     lookup = None
-    if plan.cache and plan.cache.mode.reads:  # the cache sits before the call step, whatever that step is
+    if plan.cache and plan.cache.mode.reads:  # the cache sits before the call step, online or batch
         lookup = records | "CacheLookup" >> CacheLookup(plan.client, plan.cache)
         records = lookup.todo
-    called = records | "CallChatCompletions" >> CallChatCompletions(
-        plan.client,
-        budget=BudgetConfig(prices=n.price_table, max_cost_usd=n.max_cost_usd, max_total_tokens=n.max_total_tokens,
-                            output_tokens=n.est_output_tokens),
-        journal=(JournalSettings(n.checkpoint_dir, n.checkpoint_every, n.checkpoint_interval_s)
-                 if n.checkpoint_dir else None),
-        progress=ProgressSettings(progress_total, n.progress_interval_s if worker_progress_lines else 0),
-        run_id=run_id, jobshare=jobshare,
-        telemetry=TelemetrySettings(telemetry_dir(plan.output), run_id) if plan.output else None)
+    called = records | _call_step(plan, run_id, progress_total, jobshare, worker_progress_lines)
     results, errors = [called.results], [read.errors, called.errors]
     if resumed is not None:
         results.append(resumed.results)
@@ -132,7 +147,8 @@ def _build_dry_run(read, plan: Plan) -> None:
     records = read.records
     if plan.cache and plan.cache.mode.serves:  # counts what would be served, and sends the rest to the estimate
         records = (records | "CacheLookup" >> CacheLookup(plan.client, plan.cache)).todo
-    dry = records | "DryRun" >> DryRun(plan.client, n.price_table, n.est_output_tokens)
+    dry = records | "DryRun" >> DryRun(plan.client, n.price_table, n.est_output_tokens,
+                                       "batch" if plan.mode == "batch" else None)
     # "-SSSSS" shard names (no "-of-NNNNN"): the real run's sinks delete "{output}-*-of-NNNNN.jsonl" before
     # writing, and would take the dry run's files with them.
     (dry["estimates"] | "EstimateLines" >> beam.Map(json.dumps)
@@ -269,6 +285,8 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True):
     elif plan.input:
         _check_input(plan.input)
     total = count_input_lines(plan.input) if plan.input and wait and n.progress_interval_s > 0 else None
+    if plan.tiers.deadline is not None:  # the escalation projects the finish from the records left
+        total = count_records(n.replay_errors or plan.input)
     run_id = uuid.uuid4().hex
     try:
         jobshare = prepare_ledger(plan, options, run_id)

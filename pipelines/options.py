@@ -15,10 +15,13 @@ from dataclasses import dataclass
 
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
+from client.batch_run import BatchSettings
 from client.cache import CacheSettings
 from client.config import ClientConfig, Target
+from client.tiers import TierPlan
 from pipelines.cache import add_cache_arguments, validate_cache
 from pipelines.jobledger import add_ledger_arguments
+from pipelines.modes import Modes, add_mode_arguments, validate_modes
 from pipelines.nightly import NightlyPlan, add_nightly_arguments, parse_run_date, validate_nightly, with_run_date
 from schemas.records import DEFAULT_MAX_RECORD_BYTES
 from schemas.registry import UnknownSchema, resolve_schema
@@ -84,10 +87,11 @@ class ChatbeamOptions(PipelineOptions):
                             help="tokens per minute for the whole job, shared by its worker processes")
         limits.add_argument("--no_adaptive_throttling", action="store_true",
                             help="turn off AIMD (cut concurrency on 429/503, grow it on success)")
-        limits.add_argument("--max_attempts", type=int, default=6, help="attempts per request (default 6)")
-        limits.add_argument("--request_timeout", type=float, default=120.0, help="seconds per attempt (default 120)")
-        limits.add_argument("--record_deadline", type=float, default=900.0,
-                            help="seconds per record, retries included (default 900)")
+        # Defaults (None here) depend on --service_tier: pipelines/modes.py
+        limits.add_argument("--max_attempts", type=int, help="attempts per request (default 6; flex 10)")
+        limits.add_argument("--request_timeout", type=float, help="seconds per attempt (default 120; flex 1200)")
+        limits.add_argument("--record_deadline", type=float,
+                            help="seconds per record, retries included (default 900; flex 3600)")
         limits.add_argument("--max_reasks", type=int, default=1,
                             help="re-ask turns after a schema-invalid answer (default 1)")
 
@@ -95,6 +99,7 @@ class ChatbeamOptions(PipelineOptions):
         add_cache_arguments(parser)
         add_ledger_arguments(parser)
         add_bigquery_arguments(parser)
+        add_mode_arguments(parser)
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,9 @@ class Plan:
     vertex_location: str = "us-central1"
     nightly: NightlyPlan = NightlyPlan()  # run date, resume, replay, dry run, budget (pipelines/nightly.py)
     bigquery: BigQueryIO = BigQueryIO()  # tables and queries (transforms/bigquery.py)
+    mode: str = "online"  # or "batch" (pipelines/modes.py)
+    tiers: TierPlan = TierPlan()  # the online service tier and its deadline
+    batch: BatchSettings | None = None  # --mode batch
     cache: CacheSettings | None = None  # --cache (pipelines/cache.py); None: no cache
 
 
@@ -239,10 +247,17 @@ def validate(options: PipelineOptions) -> Plan:
             resolve_schema(o.schema)
         except UnknownSchema as exc:
             raise UsageError(str(exc)) from None
-    for name in ("max_concurrency", "max_attempts", "max_record_bytes"):
-        if getattr(o, name) < 1:
+    modes = _modes(o, options, target)
+    if modes.mode == "batch" and o.model and not o.model.startswith("google/gemini-"):
+        raise UsageError(f"--mode batch sends Gemini's native format: --model {o.model} is not a google/gemini-* "
+                         "model")
+    if modes.tiers.deadline is not None and not (o.input or o.replay_errors):
+        raise UsageError("--deadline needs --input (or --replay_errors) files: it counts them to project the finish")
+    for name, value in (("max_concurrency", o.max_concurrency), ("max_attempts", modes.max_attempts),
+                        ("max_record_bytes", o.max_record_bytes)):
+        if value < 1:
             raise UsageError(f"--{name} must be at least 1")
-    if o.request_timeout <= 0:
+    if modes.request_timeout <= 0:
         raise UsageError("--request_timeout must be positive")
     if o.media_root and not os.path.isdir(o.media_root):
         raise UsageError(f"--media_root {o.media_root!r} is not a directory")
@@ -253,12 +268,24 @@ def validate(options: PipelineOptions) -> Plan:
     client = ClientConfig(
         target=target or Target("http://emulator.invalid", "local_tokens"),
         model=model, system=o.system, params=params, google=google, schema=o.schema, stream=o.stream,
-        max_attempts=o.max_attempts, request_timeout=o.request_timeout, record_deadline_s=o.record_deadline,
+        max_attempts=modes.max_attempts, request_timeout=modes.request_timeout,
+        record_deadline_s=modes.record_deadline,
         max_reasks=o.max_reasks, max_concurrency=o.max_concurrency, rpm=o.rpm, tpm=o.tpm,
         adaptive=not o.no_adaptive_throttling,
         media_root=os.path.realpath(o.media_root) if o.media_root else None,
+        service_tier=o.service_tier,
     )
     return Plan(input=with_run_date(o.input, run_date) or "", output=output, errors=errors,
                 num_shards=o.num_shards, max_record_bytes=o.max_record_bytes, client=client, emulator=o.emulator,
                 emulator_args=o.emulator_args, vertex_location=o.vertex_location, nightly=nightly,
-                bigquery=bq, cache=cache)
+                bigquery=bq, cache=cache, mode=modes.mode, tiers=modes.tiers, batch=modes.batch)
+
+
+def _modes(o: ChatbeamOptions, options: PipelineOptions, target: Target | None) -> Modes:
+    """--mode, --service_tier, --deadline (pipelines/modes.py); the emulator (target None) counts as managed."""
+    managed = target is None or (target.kind == "vertex" and target.base_url.endswith("/endpoints/openapi"))
+    try:
+        return validate_modes(o, managed=managed, temp_location=options.view_as(GoogleCloudOptions).temp_location,
+                              emulator=bool(o.emulator or o.emulator_url))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None

@@ -27,7 +27,8 @@ from apache_beam.metrics.metric import MetricsFilter
 
 from client.cache import cache_summary, format_cache_summary
 
-__all__ = ["build_summary", "chatbeam_counters", "count_input_lines", "format_summary", "read_json", "write_json"]
+__all__ = ["build_summary", "chatbeam_counters", "count_input_lines", "count_records", "format_summary", "read_json",
+           "write_json"]
 
 NAMESPACE = "chatbeam"
 NANO = 1e9
@@ -88,7 +89,45 @@ def build_summary(counters: Mapping[str, int], *, run_date: str, wall_s: float, 
     cache = cache_summary(counters)  # --cache: hits, misses, tokens and cost saved (client/cache.py)
     if cache:
         summary["cache"] = cache
+    summary.update(_tiers_and_batch(counters))
     return summary
+
+
+def _tiers_and_batch(counters: Mapping[str, int]) -> dict[str, Any]:
+    """``tiers``: records finished and their estimated cost per service tier (standard, flex, priority, batch);
+    ``batch``: jobs by final state and what became of their lines (present when batch jobs ran)."""
+    out: dict[str, Any] = {}
+    records = _by_prefix(counters, "tier_records_")
+    costs = _by_prefix(counters, "tier_cost_nano_usd_")
+    if records:
+        out["tiers"] = {tier: {"records": records.get(tier, 0), "cost_usd": round(costs.get(tier, 0) / NANO, 6)}
+                        for tier in sorted(set(records) | set(costs))}
+    if counters.get("batch_jobs") or counters.get("batch_lines"):
+        c = {k: int(counters.get(k, 0)) for k in ("batch_jobs", "batch_lines", "batch_lines_answered",
+                                                   "batch_lines_failed", "batch_lines_missing", "batch_fallback_online",
+                                                   "batch_budget_refused", "batch_unmapped_lines")}
+        out["batch"] = {"jobs": c["batch_jobs"], "jobs_by_state": _by_prefix(counters, "batch_jobs_"),
+                        "lines": c["batch_lines"], "answered": c["batch_lines_answered"],
+                        "failed_lines": c["batch_lines_failed"], "missing_lines": c["batch_lines_missing"],
+                        "finished_online": c["batch_fallback_online"],
+                        "finished_online_by_reason": _by_prefix(counters, "batch_fallback_") or {},
+                        "budget_refused": c["batch_budget_refused"], "unmapped_output_lines": c["batch_unmapped_lines"]}
+        out["batch"]["finished_online_by_reason"].pop("online", None)
+    return out
+
+
+def _format_tiers_and_batch(s: Mapping[str, Any]) -> list[str]:
+    lines = []
+    if s.get("tiers") and set(s["tiers"]) != {"standard"}:
+        lines.append("  tiers     " + ", ".join(f"{tier} {row['records']:,} records ~${row['cost_usd']:.4f}"
+                                              for tier, row in s["tiers"].items()))
+    b = s.get("batch")
+    if b:
+        states = ", ".join(f"{k} {v}" for k, v in b["jobs_by_state"].items())
+        lines.append(f"  batch     {b['jobs']:,} job(s) ({states}), {b['lines']:,} lines: {b['answered']:,} answered, "
+                     f"{b['failed_lines']:,} failed, {b['missing_lines']:,} missing; {b['finished_online']:,} "
+                     "finished online")
+    return lines
 
 
 def format_summary(s: Mapping[str, Any]) -> str:
@@ -108,9 +147,12 @@ def format_summary(s: Mapping[str, Any]) -> str:
                                      if s.get("completion_tokens_per_result") else ""),
         f"  cost      ~${s['estimated_cost_usd']:.4f}" + (f" (prices as of {s['prices_as_of']})"
                                                         if s.get("prices_as_of") else ""),
-        f"  requests  {s['http_requests']:,} HTTP requests for {s['records_called']:,} records, "
-        f"{s['retries']:,} retries, {s['status_429']:,} answered 429, throttled {s['throttled_seconds']:,} s",
     ]
+    if s["records_called"] or not s.get("batch"):  # a batch run with nothing finished online sent no HTTP requests
+        lines.append(f"  requests  {s['http_requests']:,} HTTP requests for {s['records_called']:,} records, "
+                     f"{s['retries']:,} retries, {s['status_429']:,} answered 429, throttled "
+                     f"{s['throttled_seconds']:,} s")
+    lines += _format_tiers_and_batch(s)
     if s.get("budget"):
         lines.append(_budget_line(s["budget"]))
     lines += format_cache_summary(s.get("cache"))
@@ -148,6 +190,19 @@ def write_json(path: str, data: Any) -> None:
 def read_json(path: str) -> Any:
     with FileSystems.open(path) as fh:
         return json.loads(fh.read().decode("utf-8"))
+
+
+def count_records(pattern: str) -> int | None:
+    """Non-empty lines in the input files, local or gs:// (for --deadline's projection); None if unreadable."""
+    try:
+        files = FileSystems.match([pattern])[0].metadata_list
+        total = 0
+        for f in files:
+            with FileSystems.open(f.path) as fh:
+                total += sum(1 for line in fh if line.strip())
+        return total
+    except Exception:  # noqa: BLE001 - without a total the escalation only acts at the deadline itself
+        return None
 
 
 def count_input_lines(pattern: str, max_bytes: int = COUNT_LINES_MAX_BYTES) -> int | None:

@@ -157,6 +157,7 @@ class ResultRecord(BaseModel):
     # When the call step took the record and when it finished (ISO-8601 UTC, milliseconds): the run report's timeline.
     started_at: str | None = None
     finished_at: str | None = None
+    service_tier: str | None = None  # standard, flex or priority (online), batch (a batch prediction job)
     # Served from the response cache (--cache, client/cache.py) instead of a call: the answer, usage and timestamps
     # are the original call's; id and metadata are this run's input's.
     cached: bool = False
@@ -187,6 +188,7 @@ class ErrorRecord(BaseModel):
     # Set by the call step (like ResultRecord's); None for errors written at read time, which never reached it.
     started_at: str | None = None
     finished_at: str | None = None
+    service_tier: str | None = None  # the tier of the last attempt; None when nothing was sent
 
 
 def unwritable(record: BaseModel) -> str | None:

@@ -9,7 +9,8 @@ Nightly-run options (all optional, all Beam-free objects from ``client/``): a ``
 worker process and run, consulted by the caller), ``JobShareSettings`` (the job ledger: with it the budget and
 ``--rpm``/``--tpm`` hold for the whole job — client/jobshare.py), ``JournalSettings`` (completed outputs also go to
 the checkpoint journal, flushed at least at every bundle's end), ``ProgressSettings`` (a progress line per process)
-and ``TelemetrySettings`` (engine samples per process for the run report and the launcher's progress line).
+and ``TelemetrySettings`` (engine samples per process for the run report and the launcher's progress line). A
+``TierPlan`` (client/tiers.py) sets the service tier and, with a deadline, escalates it (one selector per process).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from client.journal import JournalSettings, JournalWriter
 from client.metrics import RunCounters
 from client.progress import PROGRESS, ProgressSettings
 from client.telemetry import TELEMETRY, TelemetrySettings, engine_sample
+from client.tiers import TierPlan, TierSelector
 from schemas.records import ErrorRecord, InputRecord, ResultRecord
 from transforms.checkpoint import write_file_atomically
 
@@ -64,6 +66,7 @@ class _ProcessState:
         self.throttled_flushed = 0.0
         self.lock = threading.Lock()
         self.budget: Budget | None = None
+        self.tiers: TierSelector | None = None
         self.share: JobShare | None = None
         self.users = 0
 
@@ -90,6 +93,12 @@ class _ProcessState:
         if share is not None:
             share.close()
 
+    def tiers_for(self, plan: TierPlan | None) -> TierSelector | None:
+        with self.lock:
+            if self.tiers is None and plan is not None:
+                self.tiers = TierSelector(plan)
+            return self.tiers
+
     @classmethod
     def for_key(cls, key: Any) -> "_ProcessState":
         with cls._lock:
@@ -100,9 +109,10 @@ class _CallChatCompletionsFn(beam.DoFn):
     def __init__(self, config: ClientConfig, budget: BudgetConfig | None = None,
                  journal: JournalSettings | None = None, progress: ProgressSettings | None = None,
                  run_id: str = "", jobshare: JobShareSettings | None = None,
-                 telemetry: TelemetrySettings | None = None) -> None:
+                 telemetry: TelemetrySettings | None = None, tiers: TierPlan | None = None) -> None:
         self._config = config
         self._telemetry = telemetry
+        self._tier_plan = tiers
         self._budget_config = budget
         self._jobshare = jobshare
         self._journal_settings = journal
@@ -121,8 +131,10 @@ class _CallChatCompletionsFn(beam.DoFn):
         self._state = _ProcessState.for_key(key)
         counters = self._state.counters
         budget, share = self._state.acquire(self._budget_config, self._jobshare)
+        tiers = self._state.tiers_for(self._tier_plan)
         self._engine = Engine.shared(
-            key, lambda limiter: ChatCaller(config, limiter=limiter, counters=counters, budget=budget), config)
+            key, lambda limiter: ChatCaller(config, limiter=limiter, counters=counters, budget=budget, tiers=tiers),
+            config)
         if share is not None:
             share.attach(budget=budget, limiter=self._engine.limiter, loop=self._engine.loop)
         self._journal = (JournalWriter(self._journal_settings, write_file_atomically)
@@ -204,10 +216,10 @@ class CallChatCompletions(beam.PTransform):
     def __init__(self, config: ClientConfig, *, budget: BudgetConfig | None = None,
                  journal: JournalSettings | None = None, progress: ProgressSettings | None = None,
                  run_id: str = "", jobshare: JobShareSettings | None = None,
-                 telemetry: TelemetrySettings | None = None) -> None:
+                 telemetry: TelemetrySettings | None = None, tiers: TierPlan | None = None) -> None:
         super().__init__()
         self._config = config
-        self._fn_args = (budget, journal, progress, run_id, jobshare, telemetry)
+        self._fn_args = (budget, journal, progress, run_id, jobshare, telemetry, tiers)
 
     def expand(self, records):
         fn = _CallChatCompletionsFn(self._config, *self._fn_args)

@@ -26,15 +26,15 @@ ESTIMATES, ERRORS, TOTALS = "estimates", "errors", "totals"
 
 
 class _EstimateFn(beam.DoFn):
-    def __init__(self, config: ClientConfig, prices: PriceTable, output_tokens: int) -> None:
-        self._config, self._prices, self._output_tokens = config, prices, output_tokens
+    def __init__(self, config: ClientConfig, prices: PriceTable, output_tokens: int, tier: str | None) -> None:
+        self._config, self._prices, self._output_tokens, self._tier = config, prices, output_tokens, tier
         self._prompt = Metrics.counter("chatbeam", "est_prompt_tokens")
         self._output = Metrics.counter("chatbeam", "est_output_tokens")
         self._cost = Metrics.counter("chatbeam", "est_cost_nano_usd")
 
     def process(self, record: InputRecord):
         try:
-            est = estimate(record, self._config, self._prices, self._output_tokens)
+            est = estimate(record, self._config, self._prices, self._output_tokens, self._tier)
         except ChatbeamError as exc:
             yield beam.pvalue.TaggedOutput(ERRORS, unsendable(record, exc))
             return
@@ -62,9 +62,9 @@ class _TotalsFn(beam.CombineFn):
 class DryRun(beam.PTransform):
     """InputRecords → a dict of PCollections: ``estimates``, ``errors``, ``totals`` (see the module docstring)."""
 
-    def __init__(self, config: ClientConfig, prices: PriceTable, output_tokens: int) -> None:
+    def __init__(self, config: ClientConfig, prices: PriceTable, output_tokens: int, tier: str | None = None) -> None:
         super().__init__()
-        self._args = (config, prices, output_tokens)
+        self._args = (config, prices, output_tokens, tier)
 
     def expand(self, records):
         prices, output_tokens = self._args[1], self._args[2]
