@@ -251,8 +251,10 @@ def answer_from(entry: CacheEntry, record: InputRecord, key: str) -> ResultRecor
 
 
 def saved_cost(result: ResultRecord, prices: PriceTable) -> float:
-    """What the served answer cost when it was called, at today's prices (reasoning tokens are in completion)."""
-    return prices.cost(result.model, result.usage.prompt_tokens, result.usage.completion_tokens)
+    """What the served answer cost when it was called: its usage at today's prices for the tier it was served at
+    (reasoning tokens are in completion)."""
+    return prices.cost(result.model, result.usage.prompt_tokens, result.usage.completion_tokens,
+                       tier=result.service_tier or "standard")
 
 
 def shard_prefix(location: str, kind: str, run_id: str, moment: datetime.datetime) -> str:

@@ -170,9 +170,11 @@ def test_bounded_lines_splits_like_split_and_skips_only_long_lines(parts, final_
     assert got == _reference_lines(data, limit)
 
 
-def test_saved_cost_prices_the_stored_usage():
+def test_saved_cost_prices_the_stored_usage_at_the_tier_it_was_served_at():
     prices = PriceTable.load()
     assert saved_cost(result(), prices) == prices.cost("google/gemini-2.0-flash-001", 1000, 200) > 0
+    batch = saved_cost(result(service_tier="batch"), prices)
+    assert batch == prices.cost("google/gemini-2.0-flash-001", 1000, 200, tier="batch") < saved_cost(result(), prices)
 
 
 def test_summary_lines():

@@ -71,3 +71,33 @@ def test_cache_on_gcs_serves_the_second_night_skips_damage_and_compacts(gcp_env,
     assert "/compact-" in merged and len(_lines(merged)) == 44  # 40 + the 4 edited rows; damage dropped
     third = night("n2")
     assert third.summary["records_called"] == 0 and third.summary["cache"]["hits"] == 40
+
+
+def test_batch_mode_stages_only_the_misses_and_its_answers_are_served_later(gcp_env, tmp_path):
+    """--mode batch with --cache: the lookup sits before the batch call step, so the second night's batch job holds
+    only the changed rows; the first night's batch answers are served with their tier and saved at the batch price."""
+    from emulator import EmulatorConfig, serve_in_thread
+    from pipelines.extract import run as extract_run
+    from tests.conftest import read_jsonl
+
+    with serve_in_thread(EmulatorConfig(seed=9)) as emu:  # batch jobs use GCS through STORAGE_EMULATOR_HOST
+        emu.set_faults(batch_queue_s=0.05, batch_duration_s=0.3)
+
+        def night(name: str, changed: set[int]):
+            src = tmp_path / f"{name}.jsonl"
+            src.write_text(_night(30, changed))
+            emu.reset()
+            result = extract_run(["--input", str(src), "--output", str(tmp_path / name / "results"),
+                                  "--errors", str(tmp_path / name / "errors"), "--emulator_url", emu.url,
+                                  "--progress_interval_s", "0", "--cache", str(tmp_path / "cache"),
+                                  "--mode", "batch", "--batch_poll_interval_s", "0.1",
+                                  "--batch_staging", f"gs://chatbeam-test/batch-{uuid.uuid4().hex[:8]}"])
+            return result.summary, read_jsonl(str(tmp_path / name / "results-")), emu.stats(fingerprints=False)
+
+        first, _, _ = night("n1", set())
+        assert first["batch"]["lines"] == 30 and first["cache"]["entries_written"] == 30
+        second, results, stats = night("n2", {0, 1, 2})
+    assert second["batch"]["lines"] == 3 and stats["batch"]["lines"] == 3  # only the misses went to the job
+    assert second["cache"]["hits"] == 27 and sorted(r["id"] for r in results) == sorted(f"row{i}" for i in range(30))
+    assert all(r["service_tier"] == "batch" for r in results)
+    assert 0 < second["cache"]["cost_saved_usd"] < first["estimated_cost_usd"]  # 27 of 30 answers, at batch prices
