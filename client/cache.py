@@ -57,9 +57,10 @@ _KEY = re.compile(rf"^[0-9a-f]{{{REQUEST_KEY_CHARS}}}$")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _STAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 _STAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # what stamp() writes
-# Shards: {location}/{kind}-{YYYYMMDDTHHMMSSZ}-{run id}-SSSSS-of-NNNNN.jsonl. Anything else in the directory
-# (Beam's beam-temp-* directories, a user's notes) is not a shard and is never read, merged or deleted.
-_SHARD = re.compile(r"^(entries|compact)-\d{8}T\d{6}Z-[0-9a-f]{8,32}-\d{5}-of-\d{5}\.jsonl$")
+# Shards: {location}/entries-{YYYYMMDDTHHMMSSZ}-{run id}-{12 hex}.jsonl (a run's, one per bundle) and
+# {location}/compact-{...}-{run id}-SSSSS-of-NNNNN.jsonl (compaction's). Anything else in the directory (hidden
+# temporary files, a user's notes) is not a shard and is never read, merged or deleted.
+_SHARD = re.compile(r"^(entries|compact)-\d{8}T\d{6}Z-[0-9a-f]{8,32}-(\d{5}-of-\d{5}|[0-9a-f]{12})\.jsonl$")
 _NOT_STORED = {"id", "metadata", "cached"}  # fields of a ResultRecord that come from the run that reads it
 
 # Beam counters (namespace chatbeam) the cache steps keep; the summary reads them back (cache_summary).
@@ -258,8 +259,8 @@ def saved_cost(result: ResultRecord, prices: PriceTable) -> float:
 
 
 def shard_prefix(location: str, kind: str, run_id: str, moment: datetime.datetime) -> str:
-    """WriteToText's prefix for one run's shards: unique per run, so Beam's sink (which first deletes files
-    matching ``{prefix}-*-of-NNNNN``) can only ever touch this run's own files."""
+    """The prefix of one run's shards: unique per run (its start and a random run id), so a run only ever writes
+    and a compaction only ever deletes files that are its own or that it listed."""
     run = re.sub(r"[^0-9a-f]", "", run_id.lower())[:32]
     if kind not in ("entries", "compact") or len(run) < 8:
         raise ValueError(f"bad shard kind {kind!r} or run id {run_id!r}")

@@ -18,11 +18,13 @@ that vanishes between listing and reading (a concurrent ``chatbeam cache compact
 fails part-way must cost only cache misses, never the run. Every line is validated (client/cache.py
 ``decode_entry``); rejected lines are counted and logged per shard.
 
-**Writing.** ``CacheStore`` writes this run's new answers as ``{location}/entries-{time}-{run id}-SSSSS-of-NNNNN
-.jsonl``, about 50,000 entries a shard, each shard streamed to a temporary name and renamed into place (an object
-store's object appears only whole), never touching another run's files. A shard that cannot be written is logged
-and counted (``cache_write_failures``) and the run goes on: Beam's WriteToText would fail the whole run at the very
-end, after every answer was paid for, which a cache must never cost.
+**Writing.** ``CacheStore`` streams this run's new answers into one shard per bundle,
+``{location}/entries-{time}-{run id}-{random}.jsonl``, written under a hidden temporary name and renamed into place
+when the bundle finishes (an object store's object appears only whole), never touching another run's files. Memory
+stays flat, and answers are stored as the run goes (a run killed later keeps what it stored). A shard that cannot
+be written is logged and counted (``cache_write_failures``) and the run goes on: Beam's WriteToText would fail the
+whole run at its very end, after every answer was paid for, which a cache must never cost. Compaction writes
+``compact-...-SSSSS-of-NNNNN.jsonl`` shards of about 50,000 entries (a GroupByKey by shard).
 """
 
 from __future__ import annotations
@@ -241,29 +243,43 @@ def _assign_shard(element: tuple[str, str], total: int):
     return (int(key[:8], 16) % shards, shards), line
 
 
-def write_lines(path: str, lines: Iterable[str]) -> int:
-    """Stream ``lines`` into a new file at ``path``, whole or not at all: written under a temporary name (which no
-    reader takes for a shard) and renamed into place. Returns the number of lines."""
-    directory, name = posixpath.split(path)
-    tmp = posixpath.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
-    count = 0
-    try:
-        with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
-            batch: list[str] = []
-            for line in lines:
-                batch.append(line)
-                if len(batch) >= 1000:
-                    fh.write(("\n".join(batch) + "\n").encode("utf-8"))
-                    count, batch = count + len(batch), []
-            if batch:
-                fh.write(("\n".join(batch) + "\n").encode("utf-8"))
-                count += len(batch)
-        FileSystems.rename([tmp], [path])
-    except BaseException:
+class _ShardWriter:
+    """One shard being written: lines go to a hidden temporary file as they come; ``commit`` renames it into place
+    (whole or not at all), ``abort`` removes it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        directory, name = posixpath.split(path)
+        self._tmp = posixpath.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
+        self._fh = FileSystems.create(self._tmp, compression_type=CompressionTypes.UNCOMPRESSED)
+        self.lines = 0
+
+    def write(self, line: str) -> None:
+        self._fh.write((line + "\n").encode("utf-8"))
+        self.lines += 1
+
+    def commit(self) -> None:
+        self._fh.close()
+        FileSystems.rename([self._tmp], [self.path])
+
+    def abort(self) -> None:
         with contextlib.suppress(Exception):
-            FileSystems.delete([tmp])
+            self._fh.close()
+        with contextlib.suppress(Exception):
+            FileSystems.delete([self._tmp])
+
+
+def write_lines(path: str, lines: Iterable[str]) -> int:
+    """Stream ``lines`` into a new file at ``path``, whole or not at all (see ``_ShardWriter``); the line count."""
+    writer = _ShardWriter(path)
+    try:
+        for line in lines:
+            writer.write(line)
+        writer.commit()
+    except BaseException:
+        writer.abort()
         raise
-    return count
+    return writer.lines
 
 
 class _WriteShardFn(beam.DoFn):
@@ -304,20 +320,64 @@ class WriteCacheShards(beam.PTransform):
                 | "WriteShard" >> beam.ParDo(_WriteShardFn(self._prefix, self._written_counter)))
 
 
-class _EncodeFn(beam.DoFn):
-    def __init__(self, stored_at: str) -> None:
+class _StoreEntriesFn(beam.DoFn):
+    """ResultRecords → cache lines streamed into one new shard per bundle (``{prefix}-{random}.jsonl``), renamed into
+    place when the bundle finishes. Memory stays flat whatever the run's size, and a run's answers are stored bundle
+    by bundle as it goes, so even a run killed later has stored what it finished. A failed write is logged and
+    counted; the run goes on."""
+
+    def __init__(self, prefix: str, stored_at: str) -> None:
+        self._prefix = prefix
         self._stored_at = stored_at
         self._unstorable = _counter("cache_unstorable")
+        self._written = _counter("cache_entries_written")
+        self._failures = _counter("cache_write_failures")
+        self._writer: _ShardWriter | None = None
+        self._failed = False
 
-    def process(self, result: ResultRecord):
-        if not result.cached:  # one served from the cache is there already
-            try:
-                line = encode_entry(result, self._stored_at)
-            except ValueError as exc:
-                self._unstorable.inc()
-                log.warning("result %r not stored in the cache: %s", result.id, exc)
-            else:
-                yield result.request_key, line
+    def start_bundle(self) -> None:
+        self._writer, self._failed = None, False
+
+    def process(self, result: ResultRecord) -> None:
+        if result.cached or self._failed:  # one served from the cache is there already
+            return
+        try:
+            line = encode_entry(result, self._stored_at)
+        except ValueError as exc:
+            self._unstorable.inc()
+            log.warning("result %r not stored in the cache: %s", result.id, exc)
+            return
+        try:
+            if self._writer is None:
+                self._writer = _ShardWriter(f"{self._prefix}-{uuid.uuid4().hex[:12]}.jsonl")
+            self._writer.write(line)
+        except Exception as exc:  # noqa: BLE001 - the run's own outputs must not depend on the cache
+            self._fail(exc)
+
+    def finish_bundle(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is None or self._failed:
+            return
+        try:
+            writer.commit()
+        except Exception as exc:  # noqa: BLE001
+            self._writer = writer
+            self._fail(exc)
+            return
+        self._written.inc(writer.lines)
+
+    def teardown(self) -> None:
+        if self._writer is not None:  # a bundle that never finished: its file never appears
+            self._writer.abort()
+
+    def _fail(self, exc: Exception) -> None:
+        path = self._writer.path if self._writer is not None else self._prefix
+        log.warning("could not write cache shard %s: %r (this bundle's answers are not stored)", path, exc)
+        self._failures.inc()
+        self._failed = True
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
 
 
 def _unless_known(element):
@@ -342,9 +402,7 @@ class CacheStore(beam.PTransform):
             known = self._known | "KnownKeys" >> beam.Map(lambda key: (key, None))
             results = ({"results": keyed, "known": known} | "JoinKnown" >> beam.CoGroupByKey()
                        | "NotKnown" >> beam.FlatMap(_unless_known))
-        return (results
-                | "Encode" >> beam.ParDo(_EncodeFn(self._settings.run_started))
-                | "WriteEntries" >> WriteCacheShards(self._prefix))
+        return results | "StoreEntries" >> beam.ParDo(_StoreEntriesFn(self._prefix, self._settings.run_started))
 
 
 # -- compaction ----------------------------------------------------------------------------------------------------

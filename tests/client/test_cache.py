@@ -143,7 +143,8 @@ def test_shard_names_are_per_run_and_nothing_else_is_a_shard():
     moment = datetime.datetime(2026, 11, 30, 2, 0, 5, tzinfo=UTC)
     prefix = shard_prefix("gs://b/cache/", "entries", "3b70d74c2d134a8cbdd2b75bd5afb050", moment)
     assert prefix == "gs://b/cache/entries-20261130T020005Z-3b70d74c2d134a8cbdd2b75bd5afb050"
-    assert is_shard(prefix + "-00000-of-00002.jsonl", "gs://b/cache")
+    assert is_shard(prefix + "-00000-of-00002.jsonl", "gs://b/cache")  # compaction's
+    assert is_shard(prefix + "-0123456789ab.jsonl", "gs://b/cache")  # a run's, one per bundle
     for other in (prefix + "-00000-of-00002.jsonl.tmp", "gs://b/cache/." + prefix.split("/")[-1] + ".tmp",
                   "gs://b/cache/beam-temp-x/" + prefix.split("/")[-1] + "-00000-of-00001.jsonl",
                   "gs://b/cache/notes.jsonl", "gs://b/cache2/" + prefix.split("/")[-1] + "-00000-of-00001.jsonl"):

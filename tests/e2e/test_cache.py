@@ -14,6 +14,7 @@ from client.cache import decode_entry, encode_line, stamp
 from client.pricing import PriceTable
 from pipelines.cli import main as cli_main
 from pipelines.extract import run
+from transforms.cache import list_shards
 from tests.conftest import read_jsonl, write_jsonl
 from tests.e2e.test_extract import mixed_records
 
@@ -96,7 +97,7 @@ def test_id_and_metadata_come_from_todays_input_and_the_dry_run_counts_the_savin
 
 
 def _shards(cache: Path) -> list[Path]:
-    return sorted(cache.glob("*-of-*.jsonl"))
+    return [Path(p) for p in list_shards(str(cache))]
 
 
 def test_modes_read_only_write_only_refresh(vertex_emulator, tmp_path):
@@ -152,8 +153,10 @@ def test_corrupt_and_truncated_shards_are_skipped_counted_and_never_served(verte
     cache, records = tmp_path / "cache", night(30)
     src = write_jsonl(tmp_path / "in.jsonl", records)
     job(vertex_emulator, src, tmp_path / "a", cache)
-    (shard,) = _shards(cache)
-    lines = shard.read_bytes().splitlines(keepends=True)
+    lines = b"".join(s.read_bytes() for s in _shards(cache)).splitlines(keepends=True)
+    for s in _shards(cache)[1:]:
+        s.unlink()
+    shard = _shards(cache)[0]
     # Ten entries stay whole; the next is cut off mid-line, then garbage, then one tampered with (its checksum no
     # longer matches); the other 18 are gone.
     tampered = lines[11].replace(b"Emulated answer", b"A WRONG answer")
@@ -187,7 +190,7 @@ def test_resume_and_replay_work_with_the_cache(vertex_emulator, tmp_path):
     for f in [*out.glob("results-*-of-*.jsonl"), *out.glob("errors-*-of-*.jsonl"), *_shards(cache)]:
         f.unlink()
     job(vertex_emulator, src, out, cache, "--resume")
-    assert sent(vertex_emulator) == 0 and len(_shards(cache)) == 1
+    assert sent(vertex_emulator) == 0 and _shards(cache)
     job(vertex_emulator, src, tmp_path / "next", cache)
     assert sent(vertex_emulator) == 0 and sum(r["cached"] for r in outputs(tmp_path / "next")[0]) == 40
 
@@ -211,10 +214,11 @@ def test_compact_command_merges_shards_and_the_cache_still_answers(vertex_emulat
     for i in range(3):
         job(vertex_emulator, write_jsonl(tmp_path / f"in{i}.jsonl", night(10 + 5 * i)), tmp_path / f"o{i}", cache,
             "--cache_mode", "refresh")
-    assert len(_shards(cache)) == 3
+    runs = _shards(cache)
+    assert len({s.name.split("-")[2] for s in runs}) == 3  # three runs' shards
     assert cli_main(["cache", "compact", str(cache)]) == 0
     printed = capsys.readouterr().out
-    assert "3 shards, 45 valid entries → 20 entries (25 duplicates dropped)" in printed
+    assert f"{len(runs)} shards, 45 valid entries → 20 entries (25 duplicates dropped)" in printed
     assert [s.name.split("-")[0] for s in _shards(cache)] == ["compact"]
     vertex_emulator.reset()
     job(vertex_emulator, write_jsonl(tmp_path / "all.jsonl", night(20)), tmp_path / "all", cache)

@@ -174,7 +174,7 @@ def test_stored_answers_are_served_to_the_next_run_and_cached_ones_are_not_store
     counters = _store(tmp_path, fresh, settings(tmp_path))
     assert counters["cache_entries_written"] == 4
     shards = list_shards(str(tmp_path / "cache"))
-    assert len(shards) == 1 and "entries-20261130T020000Z-1234abcd" in shards[0]
+    assert shards and all("/entries-20261130T020000Z-1234abcd" in s for s in shards)
     assert not [f for f in os.listdir(tmp_path / "cache") if f.endswith(".tmp")]
     out, _ = run_lookup(records, settings(tmp_path))
     assert sorted(h.id for h in out["hits"]) == ["r0", "r1", "r2", "r3"] and [r.id for r in out["todo"]] == ["r4"]
@@ -238,12 +238,14 @@ def test_compaction_deletes_nothing_when_its_write_fails(tmp_path, monkeypatch):
     assert s1.exists() and counters["cache_write_failures"] == 1 and counters["cache_compact_shards_kept"] == 1
 
 
-def test_many_entries_are_spread_over_several_shards(tmp_path, monkeypatch):
+def test_compaction_spreads_many_entries_over_several_shards(tmp_path, monkeypatch):
     monkeypatch.setattr("transforms.cache.ENTRIES_PER_SHARD", 40)
     records = [rec(i) for i in range(100)]
     assert _store(tmp_path, [answer(r) for r in records], settings(tmp_path))["cache_entries_written"] == 100
+    counters = _compact(tmp_path, list_shards(str(tmp_path / "cache")))
     shards = list_shards(str(tmp_path / "cache"))
-    assert len(shards) == 3 and all(s.endswith(f"-of-00003.jsonl") for s in shards)
+    assert counters["cache_compact_entries_written"] == 100
+    assert len(shards) == 3 and all(s.endswith("-of-00003.jsonl") and "/compact-" in s for s in shards)
     out, _ = run_lookup(records, settings(tmp_path))
     assert len(out["hits"]) == 100
 
