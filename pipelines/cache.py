@@ -23,6 +23,9 @@ __all__ = ["add_cache_arguments", "main", "validate_cache"]
 
 log = logging.getLogger("chatbeam")
 
+# A writer's hidden temporary file older than this belongs to a bundle that was killed: compaction deletes it.
+STALE_TEMP_AFTER = datetime.timedelta(days=1)
+
 
 def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("response cache (README: Response cache)")
@@ -127,7 +130,8 @@ def _format_compaction(location: str, shards: int, c: dict[str, int]) -> str:
              f"  dropped   {c.get('cache_expired_entries', 0):,} expired, "
              f"{c.get('cache_invalid_entries', 0):,} invalid lines",
              f"  shards    {c.get('cache_compact_shards_deleted', 0):,} merged shards deleted, "
-             f"{c.get('cache_compact_shards_kept', 0):,} kept"]
+             f"{c.get('cache_compact_shards_kept', 0):,} kept; {c.get('stale_temp_files_deleted', 0):,} stale "
+             "temporary files deleted"]
     if c.get("cache_shards_unreadable") or c.get("cache_write_failures"):
         lines.append(f"  WARNING   {c.get('cache_shards_unreadable', 0)} shards unreadable, "
                      f"{c.get('cache_write_failures', 0)} writes failed: those shards were kept; see the log")
@@ -141,18 +145,19 @@ def compact(location: str, *, ttl_days: float | None = None, beam_args: Sequence
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipelines.summary import chatbeam_counters
-    from transforms.cache import CompactCache, list_shards
+    from transforms.cache import CompactCache, list_shards, remove_stale_temp_files
 
     moment = now or datetime.datetime.now(datetime.timezone.utc)
     settings = CacheSettings(location=location, ttl_days=ttl_days, run_started=stamp(moment))
+    stale = remove_stale_temp_files(location, (moment - STALE_TEMP_AFTER).timestamp())
     shards = list_shards(location)  # fixed now: shards finalised later are neither read nor deleted
     if not shards:
-        return {"shards": 0}
+        return {"shards": 0, "stale_temp_files_deleted": stale}
     p = beam.Pipeline(options=PipelineOptions(list(beam_args)))
     _ = p | "CompactCache" >> CompactCache(settings, shards, uuid.uuid4().hex)
     result = p.run()
     result.wait_until_finish()
-    return {"shards": len(shards), **chatbeam_counters(result)}
+    return {"shards": len(shards), "stale_temp_files_deleted": stale, **chatbeam_counters(result)}
 
 
 def main(argv: Sequence[str]) -> int:

@@ -49,7 +49,7 @@ from client.requests import build_request
 from schemas.records import InputRecord, ResultRecord
 
 __all__ = ["CacheLookup", "CacheStore", "CompactCache", "ENTRIES_PER_SHARD", "Lookup", "ReadCacheEntries",
-           "list_shards"]
+           "list_shards", "remove_stale_temp_files", "write_lines"]
 
 log = logging.getLogger("chatbeam.cache")
 
@@ -72,6 +72,22 @@ def list_shards(location: str) -> list[str]:
         _counter("cache_shards_unreadable").inc()
         return []
     return sorted(m.path for m in found if is_shard(m.path, location))
+
+
+def remove_stale_temp_files(location: str, older_than_epoch: float) -> int:
+    """Delete the hidden temporary files (``.NAME.UUID.tmp``) that writers killed mid-bundle left behind, if they
+    are older than ``older_than_epoch`` (a live writer's file is younger). Returns how many were deleted."""
+    try:
+        found = FileSystems.match([f"{location.rstrip('/')}/.*.tmp"])[0].metadata_list
+    except Exception:  # noqa: BLE001 - tidying up is best effort
+        return 0
+    stale = [m.path for m in found if m.last_updated_in_seconds < older_than_epoch
+             and posixpath.dirname(m.path).rstrip("/") == location.rstrip("/")]
+    with contextlib.suppress(Exception):
+        if stale:
+            FileSystems.delete(stale)
+            return len(stale)
+    return 0
 
 
 # -- reading -------------------------------------------------------------------------------------------------------

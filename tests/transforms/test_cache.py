@@ -254,3 +254,20 @@ def test_compaction_spreads_many_entries_over_several_shards(tmp_path, monkeypat
 def test_an_empty_or_missing_cache_is_all_misses(tmp_path, mode):
     out, counters = run_lookup([rec(1), rec(2)], settings(tmp_path, mode))
     assert len(out["todo"]) == 2 and counters["cache_misses"] == 2 and not counters.get("cache_shards_read")
+
+
+def test_only_stale_temporary_files_of_killed_writers_are_tidied(tmp_path):
+    from transforms.cache import remove_stale_temp_files
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    old, fresh = cache / ".entries-x-0123456789ab.jsonl.aaaa.tmp", cache / ".entries-y-0123456789ab.jsonl.bbbb.tmp"
+    notes = cache / "notes.tmp"
+    for f in (old, fresh, notes):
+        f.write_text("partial\n")
+    two_days_ago = NOW.timestamp() - 2 * 86400
+    os.utime(old, (two_days_ago, two_days_ago))
+    os.utime(notes, (two_days_ago, two_days_ago))
+    os.utime(fresh, (NOW.timestamp(), NOW.timestamp()))
+    assert remove_stale_temp_files(str(cache), NOW.timestamp() - 86400) == 1
+    assert not old.exists() and fresh.exists() and notes.exists()
