@@ -24,29 +24,18 @@ from typing import Any
 from client.batch_run import BatchItem, Fallback, Missing
 from client.budget import BudgetExhausted
 from client.config import ClientConfig
-from client.errors import ChatbeamError, RetryableError, SchemaInvalid, is_retryable, redact
+from client.errors import (BatchJobCancelled, BatchJobFailed, BatchLineFailed, ChatbeamError, SchemaInvalid,
+                           is_retryable)
 from client.metrics import RunCounters
 from client.native_response import OutputLine, to_completion
 from client.parsing import parse_completion, usage_of
 from client.pricing import PriceTable
-from schemas.records import ErrorRecord, ResultRecord, Usage
-from schemas.registry import resolve_schema
+from client.requests import request_schema
+from schemas.records import ErrorRecord, ResultRecord, Usage, error_record
 
-__all__ = ["BatchJobCancelled", "BatchJobFailed", "BatchLineFailed", "BatchResolver"]
+__all__ = ["BatchJobCancelled", "BatchJobFailed", "BatchLineFailed", "BatchResolver"]  # the errors: client/errors.py
 
 NANO = 1_000_000_000
-
-
-class BatchLineFailed(RetryableError):
-    error_type = "batch_line_failed"
-
-
-class BatchJobFailed(RetryableError):
-    error_type = "batch_job_failed"
-
-
-class BatchJobCancelled(RetryableError):
-    error_type = "batch_job_cancelled"
 
 
 class BatchResolver:
@@ -74,8 +63,10 @@ class BatchResolver:
         try:
             completion, _traffic = to_completion(outcome.response, model=item.model)
             usage = self._charge(item, completion)
-            spec = item.record.schema_name or self.config.schema
-            parsed = parse_completion(completion, schema=resolve_schema(spec) if spec else None)
+            # The record's schema by the same rule as online (a record names only declared schemas); a cut-off
+            # answer is kept as a result unless --on_truncation error (a batch line cannot be retried in place).
+            parsed = parse_completion(completion, schema=request_schema(item.record, self.config),
+                                      keep_truncated=self.config.on_truncation != "error")
         except SchemaInvalid as exc:
             if self.config.max_reasks > 0:
                 return self._retry_online(item, exc, "reask", usage)
@@ -89,7 +80,7 @@ class BatchResolver:
             id=item.record.id or "", request_key=item.request_key, model=parsed.model or item.model,
             content=parsed.content, thoughts=parsed.thoughts, parsed=parsed.parsed, finish_reason=parsed.finish_reason,
             usage=parsed.usage, attempts=1, latency_ms=round(outcome.seconds * 1000, 3), alternatives=parsed.alternatives,
-            metadata=item.record.metadata, service_tier="batch")
+            tool_calls=parsed.tool_calls, metadata=item.record.metadata, service_tier="batch")
 
     def _charge(self, item: BatchItem, completion: Any) -> Usage:
         usage = usage_of(getattr(completion, "usage", None))
@@ -124,9 +115,5 @@ class BatchResolver:
                retryable: bool | None = None, attempts: int = 1) -> ErrorRecord:
         self.counters.inc("errors")
         self.counters.inc(f"error_{exc.error_type}")
-        return ErrorRecord(
-            id=item.record.id, request_key=item.request_key, stage=exc.stage, error_type=exc.error_type,
-            status_code=exc.status_code, status=exc.status, message=redact(exc.message),
-            retryable=is_retryable(exc) if retryable is None else retryable, attempts=attempts,
-            record=item.record.to_json_dict(), response_text=exc.response_text, metadata=item.record.metadata,
-            service_tier="batch")
+        return error_record(exc, record=item.record, request_key=item.request_key, attempts=attempts, usage=usage,
+                            retryable=retryable, service_tier="batch")

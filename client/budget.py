@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol
 
-from client.errors import RetryableError
+from client.errors import BudgetExhausted
 from client.metrics import RunCounters
 from client.pricing import PriceTable
 from client.requests import ChatRequest
@@ -63,13 +63,6 @@ class LeaseSource(Protocol):
 
     def grant(self, need: Mapping[str, int], want: Mapping[str, int],
               committed: Mapping[str, int]) -> Mapping[str, int] | None: ...
-
-
-class BudgetExhausted(RetryableError):
-    """The run's budget is spent: the record was not sent. A later run (``--replay_errors``) can send it."""
-
-    error_type = "budget_exhausted"
-    stage = "request"
 
 
 def output_token_limit(request: ChatRequest) -> int | None:

@@ -8,7 +8,14 @@ One retry layer (ours): the SDK client is built with ``max_retries=0``. Per reco
 build the request (pure; BadRequest/MediaError become an ErrorRecord at once) -> up to ``max_attempts`` attempts
 under the RetryPolicy -> each attempt takes a limiter permit, sends (or streams and assembles), and parses; a 401
 forces one token refresh and repeats that attempt once (not a retry) -> a schema-invalid answer is re-asked up to
-``max_reasks`` times with the validation error -> ResultRecord, or ErrorRecord with stage/error_type/retryable.
+``max_reasks`` times with the validation error (for tool calls: the assistant's calls, each answered by a ``tool``
+message carrying the error) -> ResultRecord, or ErrorRecord with stage/error_type/retryable, the usage of every
+answered attempt and the model's ``response_text`` when it answered.
+
+A cut-off answer (finish_reason ``length``) follows ``config.on_truncation``: ``result`` (default) keeps it as a
+result with its text; ``error`` makes it a ``truncated`` error that keeps ``response_text``; ``retry`` sends it
+once more with the output limit doubled (at most TRUNCATION_RETRY_MAX_TOKENS) and keeps the second answer, cut or
+not. With a schema (or a tool-call answer) a cut-off answer is always an error, after the retry if asked.
 
 The limiter seam (client/limits.py implements it; a plain concurrency cap is used when none is given)::
 
@@ -16,6 +23,14 @@ The limiter seam (client/limits.py implements it; a plain concurrency cap is use
     permit.done(outcome, tokens_used=total_or_None)     # exactly once after it; outcome "ok" | "throttled" | "error"
 
 "throttled" means the attempt was answered 429 or 503.
+
+Deadlines: ``request_timeout`` bounds each attempt in total (sending to the last byte, a stream included), not just
+the gap between bytes; ``record_deadline_s`` bounds everything a record does (budget wait, limiter waits, attempts
+in flight, backoff sleeps, re-asks). Both are ``asyncio.timeout`` scopes, so a cancelled wait or attempt still
+releases its permit (``finally``) and its budget hold, and the usage of attempts already answered is kept.
+Responses are cut off at ``max_response_bytes`` (client/http_cap.py). A circuit breaker (client/breaker.py) stops
+sending after a run of identical 401/403/404 answers: the records it refuses are checked just before sending.
+Every output passes ``scrub_output``: live credentials a server echoed never reach a record.
 
 The budget seam (client/budget.py; optional): once per record, after the request is built and before its first
 attempt, ``hold = await budget.reserve(request)``; None means the budget is spent, and the record becomes a
@@ -40,17 +55,20 @@ import openai
 from openai.types.chat import ChatCompletion
 
 from client.auth import TokenSource, token_source_for
+from client.breaker import Breaker
 from client.budget import Budget, BudgetExhausted, Hold
 from client.config import ClientConfig
-from client.constants import REASK_TEMPLATE, THROTTLE_STATUS
-from client.errors import (AuthError, ChatbeamError, MalformedResponse, SchemaInvalid, StreamBroken, is_retryable,
-                           map_errors, redact)
+from client.constants import REASK_TEMPLATE, THROTTLE_STATUS, TOOL_REASK_TEMPLATE, TRUNCATION_RETRY_MAX_TOKENS
+from client.errors import (AuthError, ChatbeamError, InternalError, MalformedResponse, RequestTimeout, SchemaInvalid,
+                           StreamBroken, Truncated, map_errors)
+from client.http_cap import cap_responses
 from client.metrics import RunCounters
 from client.parsing import ParsedCompletion, StreamAssembler, parse_completion, usage_of
 from client.requests import ChatRequest, build_request, estimate_tokens
 from client.retry import RetryPolicy
+from client.scrub import scrub_output, split_userinfo
 from client.tiers import TierPlan, TierSelector, tier_headers
-from schemas.records import ErrorRecord, InputRecord, ResultRecord, Usage
+from schemas.records import ErrorRecord, InputRecord, ResultRecord, Usage, error_record
 
 __all__ = ["ChatCaller", "Limiter", "Permit", "utc_iso"]
 
@@ -92,6 +110,9 @@ class _RecordState:
     started_at: str | None = None  # wall-clock ISO-8601 UTC, for the run report's timeline
     attempts: int = 0
     usage: Usage | None = None
+    phase: str = "building the request"  # what the record was doing, for a deadline's message
+    last_error: str | None = None
+    last_answer: str | None = None  # the last answer that was re-asked (kept if a later attempt fails otherwise)
     tier: str | None = None  # the service tier of the last attempt
 
 
@@ -116,6 +137,7 @@ class ChatCaller:
     def __init__(self, config: ClientConfig, *, http_client: httpx2.AsyncClient | None = None,
                  token_source: TokenSource | None = None, limiter: Limiter | None = None,
                  counters: RunCounters | None = None, budget: Budget | None = None,
+                 breaker: Breaker | None = None,
                  tiers: TierSelector | None = None,
                  sleep: Callable[[float], Awaitable[None] | None] = asyncio.sleep,
                  clock: Callable[[], float] = time.monotonic,
@@ -126,9 +148,12 @@ class ChatCaller:
         self.limiter = limiter if limiter is not None else _ConcurrencyLimiter(config.max_concurrency)
         self.counters = counters if counters is not None else RunCounters()
         self.budget = budget
+        self.breaker = breaker if breaker is not None else Breaker(clock=clock)
         self.policy = RetryPolicy.from_config(config)
         self._sleep, self._clock, self._wall_clock = sleep, clock, wall_clock
         timeout = httpx2.Timeout(config.request_timeout, connect=config.connect_timeout)
+        # A key in the URL's userinfo would be in every request log line: send it as Basic auth instead.
+        base_url, basic_auth = split_userinfo(config.target.base_url)
         self._owns_http = http_client is None
         if http_client is None:
             # Idle connections are dropped after 4 s: servers close idle ones (llama-server after 5 s), and a
@@ -136,8 +161,11 @@ class ChatCaller:
             limits = httpx2.Limits(max_connections=config.max_concurrency,
                                    max_keepalive_connections=config.max_concurrency, keepalive_expiry=4.0)
             http_client = httpx2.AsyncClient(limits=limits, timeout=timeout)
+        if basic_auth is not None:
+            http_client.auth = httpx2.BasicAuth(*basic_auth)
+        cap_responses(http_client, config.max_response_bytes)
         self._http = http_client
-        self._client = openai.AsyncOpenAI(base_url=config.target.base_url, api_key=self.tokens.token,
+        self._client = openai.AsyncOpenAI(base_url=base_url, api_key=self.tokens.token,
                                           max_retries=0, timeout=timeout, http_client=http_client)
         # With no credentials the SDK must be told explicitly to send no Authorization header.
         self._extra_headers = {"Authorization": openai.omit} if getattr(self.tokens, "anonymous", False) else None
@@ -161,78 +189,141 @@ class ChatCaller:
         request: ChatRequest | None = None
         hold: Hold | None = None
         try:
-            if record.messages and any(isinstance(m.get("content"), list) for m in record.messages):
-                request = await asyncio.to_thread(build_request, record, self.config)  # may read media files
-            else:
-                request = build_request(record, self.config)
-            if self.budget is not None:
-                hold = await self.budget.reserve(request, tier=self.tiers.current())
-                if hold is None:
-                    raise BudgetExhausted(self.budget.exhausted_message())
-            return self._result(record, request, await self._complete(request, state), state)
+            deadline = asyncio.timeout(self.config.record_deadline_s)
+            try:
+                async with deadline:
+                    if record.messages and any(isinstance(m.get("content"), list) for m in record.messages):
+                        request = await asyncio.to_thread(build_request, record, self.config)  # may read media
+                    else:
+                        request = build_request(record, self.config)
+                    if self.budget is not None:
+                        state.phase = "waiting for the budget"
+                        hold = await self.budget.reserve(request, tier=self.tiers.current())
+                        if hold is None:
+                            raise BudgetExhausted(self.budget.exhausted_message())
+                    parsed = await self._complete_truncation(request, state)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                raise self._deadline_passed(state) from None
+            return scrub_output(self._result(record, request, parsed, state))
         except ChatbeamError as exc:
-            return self._error(record, request, exc, state)
+            return scrub_output(self._error(record, request, exc, state))
         except Exception as exc:  # a bug, not a record problem: still one error record, and a loud log line
             log.exception("internal error on record %s", record.id)
-            internal = ChatbeamError(f"internal error: {type(exc).__name__}: {exc}", error_type="internal_error")
+            internal = InternalError(f"internal error: {type(exc).__name__}: {exc}")
             return self._error(record, request, internal, state)
         finally:
             if hold is not None:
                 hold.settle(state.usage, tier=state.tier)
             self.tiers.record_done(state.tier)
 
-    async def _complete(self, request: ChatRequest, state: _RecordState) -> ParsedCompletion:
+    def _deadline_passed(self, state: _RecordState) -> RequestTimeout:
+        last = f"; the last error: {state.last_error}" if state.last_error else ""
+        return RequestTimeout(f"--record_deadline {self.config.record_deadline_s:g} s passed while {state.phase} "
+                              f"(after {state.attempts} attempts{last})")
+
+    async def _complete_truncation(self, request: ChatRequest, state: _RecordState) -> ParsedCompletion:
+        """The record's answer under ``on_truncation`` (see the module docstring)."""
+        policy = self.config.on_truncation
+        try:
+            return await self._complete(request, state, keep_truncated=policy == "result")
+        except Truncated as exc:
+            if policy != "retry":
+                raise
+            bigger = _doubled_limit(request, exc)
+            partial = getattr(exc, "partial", None)
+            if bigger is None:  # at the cap already: keep what came back (a plain answer) or fail (a schema)
+                if partial is not None and request.schema is None and not partial.tool_calls:
+                    return partial
+                raise
+            self.counters.inc("truncation_retries")
+            return await self._complete(request.with_max_output_tokens(bigger), state, keep_truncated=True)
+
+    async def _complete(self, request: ChatRequest, state: _RecordState, *,
+                        keep_truncated: bool = False) -> ParsedCompletion:
         messages = request.messages
         for reask in range(self.config.max_reasks + 1):
             try:
                 retrying = self.policy.retrying(sleep=self._sleep, clock=self._clock, start=state.start,
-                                                on_retry=self._on_retry)
-                return await retrying(self._attempt, request, messages, state)
+                                                on_retry=lambda exc, seconds: self._on_retry(exc, seconds, state))
+                return await retrying(self._attempt, request, messages, state, keep_truncated)
             except SchemaInvalid as exc:
                 self.counters.inc("parse_failures")
+                state.last_answer = exc.response_text
                 if reask == self.config.max_reasks:
                     raise
                 self.counters.inc("reasks")
-                messages = [*messages, {"role": "assistant", "content": exc.response_text or ""},
-                            {"role": "user", "content": REASK_TEMPLATE.format(error=exc.message)}]
+                messages = [*messages, *_reask_turns(exc)]
         raise AssertionError("unreachable")
 
-    def _on_retry(self, exc: BaseException, seconds: float) -> None:
+    def _on_retry(self, exc: BaseException, seconds: float, state: _RecordState) -> None:
+        state.phase, state.last_error = f"backing off {seconds:.1f} s", str(exc)[:300]
         self.counters.inc("retries")
         self.counters.inc("backoff_ms", round(seconds * 1000))
         log.debug("retrying in %.2fs after %s", seconds, exc)
 
     async def _attempt(self, request: ChatRequest, messages: list[dict[str, Any]],
-                       state: _RecordState) -> ParsedCompletion:
+                       state: _RecordState, keep_truncated: bool = False) -> ParsedCompletion:
+        # A 401 is shown to the breaker only once it is final: an expired token answered by a refresh is not
+        # a permanent failure (a whole window of requests can meet one expired token together).
         try:
-            return await self._send_once(request, messages, state)
+            return await self._send_once(request, messages, state, keep_truncated)
         except AuthError as exc:
             # An expired/revoked token: refresh once and repeat this attempt (not counted as a retry);
             # a second 401 is final.
-            if exc.status_code != 401 or not await self.tokens.force_refresh(_rejected_token(exc)):
+            if exc.status_code != 401:
+                raise
+            if not await self.tokens.force_refresh(_rejected_token(exc)):
+                self._breaker_saw(401, request.model)
                 raise
             self.counters.inc("auth_refreshes")
-            return await self._send_once(request, messages, state)
+        try:
+            return await self._send_once(request, messages, state, keep_truncated)
+        except AuthError as exc:
+            if exc.status_code == 401:
+                self._breaker_saw(401, request.model)
+            raise
+
+    def _breaker_saw(self, status_code: int | None, model: str | None) -> None:
+        opened = self.breaker.opened
+        self.breaker.record(status_code, model)
+        if self.breaker.opened > opened:
+            self.counters.inc("breaker_opened")
+            log.warning("the last %d requests were all answered HTTP %s: chatbeam stops sending%s and turns the "
+                        "remaining records into retryable errors (one probe every %g s)", self.breaker.window,
+                        status_code, f" for model {model}" if status_code == 404 else "",
+                        self.breaker.probe_interval_s)
 
     async def _send_once(self, request: ChatRequest, messages: list[dict[str, Any]],
-                         state: _RecordState) -> ParsedCompletion:
+                         state: _RecordState, keep_truncated: bool = False) -> ParsedCompletion:
         est = (request.est_prompt_tokens if messages is request.messages
-               else estimate_tokens(messages, request.schema, request.kwargs.get("tools")))
+               else estimate_tokens(messages, None if request.schema_via_tool else request.schema, request.tools))
         waited_from = self._clock()
+        state.phase = "waiting for a limiter permit"
         permit = await self.limiter.acquire(est)
         self.counters.inc("permit_wait_ms", round((self._clock() - waited_from) * 1000))
+        refused = self.breaker.check(request.model)  # just before sending: records queued while it opened too
+        if refused is not None:
+            permit.done("error", tokens_used=0)
+            self.counters.inc("breaker_refused")
+            raise refused
         state.attempts += 1
         state.tier = self.tiers.current()
+        state.phase = f"attempt {state.attempts} was in flight"
         self.counters.inc("attempts")
         outcome, tokens_used = "error", None
         try:
-            completion = await self._call(request, messages, state.tier)
+            completion = await self._call_within_timeout(request, messages, state.tier)
+            self._breaker_saw(200, request.model)
             outcome = "ok"
             usage = usage_of(getattr(completion, "usage", None))
             tokens_used = usage.total_tokens if getattr(completion, "usage", None) is not None else None
             self._count_usage(usage, state)
             self.counters.inc("status_200")
         except ChatbeamError as exc:
+            if exc.status_code != 401:  # a 401 is judged by _attempt, after the token refresh
+                self._breaker_saw(exc.status_code, request.model)
             if exc.status_code is not None:
                 self.counters.inc(f"status_{exc.status_code}")
             if exc.status_code in THROTTLE_STATUS:
@@ -241,7 +332,23 @@ class ChatCaller:
             raise
         finally:
             permit.done(outcome, tokens_used=tokens_used)
-        return parse_completion(completion, schema=request.schema, thought_marker=request.thought_marker)
+        state.phase = "parsing the answer"
+        return parse_completion(completion, schema=request.schema, thought_marker=request.thought_marker,
+                                tools=request.tools, schema_via_tool=request.schema_via_tool,
+                                keep_truncated=keep_truncated)
+
+    async def _call_within_timeout(self, request: ChatRequest, messages: list[dict[str, Any]],
+                                   tier: str = "standard") -> ChatCompletion:
+        """One attempt with a total deadline: a server that trickles its body or streams forever is cut off."""
+        limit = asyncio.timeout(self.config.request_timeout)
+        try:
+            async with limit:
+                return await self._call(request, messages, tier)
+        except TimeoutError:
+            if not limit.expired():
+                raise
+            raise RequestTimeout(f"the attempt took longer than --request_timeout {self.config.request_timeout:g} s "
+                                 "(sending to the last byte, streaming included)") from None
 
     async def _call(self, request: ChatRequest, messages: list[dict[str, Any]],
                     tier: str = "standard") -> ChatCompletion:
@@ -263,10 +370,14 @@ class ChatCaller:
             async with map_errors(streaming=True):
                 async for chunk in stream:
                     assembler.feed(chunk)
+        except StreamBroken as exc:
+            exc.response_text = exc.response_text or assembler.partial_text() or None  # what came before the break
+            raise
         finally:
             await stream.close()
         if not assembler.finished:
-            raise StreamBroken(f"stream ended after {assembler.chunks} chunks without a finish_reason")
+            raise StreamBroken(f"stream ended after {assembler.chunks} chunks without a finish_reason",
+                               response_text=assembler.partial_text() or None)
         return assembler.completion()
 
     def _count_usage(self, usage: Usage, state: _RecordState) -> None:
@@ -290,23 +401,53 @@ class ChatCaller:
     def _result(self, record: InputRecord, request: ChatRequest, parsed: ParsedCompletion,
                 state: _RecordState) -> ResultRecord:
         self.counters.inc("results")
+        if parsed.finish_reason == "length":
+            self.counters.inc("results_truncated")
         self.counters.inc(f"tier_records_{state.tier}")
         return ResultRecord(
             id=record.id or "", request_key=request.request_key, model=parsed.model or request.model,
             content=parsed.content, thoughts=parsed.thoughts, parsed=parsed.parsed,
             finish_reason=parsed.finish_reason, usage=state.usage or parsed.usage, attempts=state.attempts,
-            latency_ms=self._latency_ms(state), alternatives=parsed.alternatives, metadata=record.metadata,
-            service_tier=state.tier, started_at=state.started_at, finished_at=utc_iso(self._wall_clock()))
+            latency_ms=self._latency_ms(state), alternatives=parsed.alternatives, tool_calls=parsed.tool_calls,
+            metadata=record.metadata, service_tier=state.tier, started_at=state.started_at,
+            finished_at=utc_iso(self._wall_clock()))
 
     def _error(self, record: InputRecord, request: ChatRequest | None, exc: ChatbeamError,
                state: _RecordState) -> ErrorRecord:
         self.counters.inc("errors")
         self.counters.inc(f"error_{exc.error_type}")
+        if state.usage is not None:  # what failed records spent (the summary's tokens include it and say so)
+            self.counters.inc("error_tokens_total", state.usage.total_tokens)
+        if exc.response_text is None and state.last_answer is not None:
+            exc.response_text = state.last_answer  # e.g. a re-ask that then failed with a 5xx: keep the answer
         if state.tier is not None:
             self.counters.inc(f"tier_records_{state.tier}")
-        return ErrorRecord(
-            id=record.id, request_key=request.request_key if request else None, stage=exc.stage,
-            error_type=exc.error_type, status_code=exc.status_code, status=exc.status, message=redact(exc.message),
-            retryable=is_retryable(exc), attempts=state.attempts, record=record.to_json_dict(),
-            response_text=exc.response_text, metadata=record.metadata, service_tier=state.tier,
-            started_at=state.started_at, finished_at=utc_iso(self._wall_clock()))
+        return error_record(exc, record=record, request_key=request.request_key if request else None,
+                            attempts=state.attempts, usage=state.usage, service_tier=state.tier,
+                            started_at=state.started_at, finished_at=utc_iso(self._wall_clock()))
+
+
+def _doubled_limit(request: ChatRequest, exc: Truncated) -> int | None:
+    """The output limit for the one --on_truncation retry: twice the request's (or, with none set, twice what the
+    cut answer used), at most TRUNCATION_RETRY_MAX_TOKENS; None when the limit is already there."""
+    current = request.max_output_tokens()
+    if current is None:
+        partial = getattr(exc, "partial", None)
+        current = partial.usage.completion_tokens if partial is not None else 0
+    if current >= TRUNCATION_RETRY_MAX_TOKENS:
+        return None
+    return min(max(2 * current, 1), TRUNCATION_RETRY_MAX_TOKENS)
+
+
+def _reask_turns(exc: SchemaInvalid) -> list[dict[str, Any]]:
+    """The turns that ask again after a schema-invalid answer: the answer, then the validation error — as a user
+    turn after text, or as one ``tool`` message per call after tool calls (each call must be answered)."""
+    calls = getattr(exc, "tool_calls", None)
+    if not calls:
+        return [{"role": "assistant", "content": exc.response_text or ""},
+                {"role": "user", "content": REASK_TEMPLATE.format(error=exc.message)}]
+    turns: list[dict[str, Any]] = [{"role": "assistant", "content": None, "tool_calls": calls}]
+    for call in calls:
+        turns.append({"role": "tool", "tool_call_id": call.get("id") or "",
+                      "content": TOOL_REASK_TEMPLATE.format(error=exc.message)})
+    return turns

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from client.constants import MAX_RESPONSE_BYTES
+
 __all__ = ["AuthKind", "ClientConfig", "Target"]
 
 AuthKind = Literal["adc", "local_tokens", "api_key_env", "none"]
@@ -78,9 +80,9 @@ class ClientConfig:
     schema: str | None = None  # default output schema spec (registry name, module:Class, path.json)
     stream: bool = False
     max_attempts: int = 6  # attempts per request, first one included
-    request_timeout: float = 120.0  # seconds per attempt
+    request_timeout: float = 120.0  # seconds per attempt, in total: sending to the last byte, streaming included
     connect_timeout: float = 10.0
-    record_deadline_s: float = 900.0  # give up on one record after this long, retries included
+    record_deadline_s: float = 900.0  # one record, everything included: waits, attempts, backoff, re-asks
     max_retry_delay: float = 60.0  # cap on one backoff sleep (a server's retryDelay is honoured up to 120 s)
     max_reasks: int = 1  # re-ask turns after a schema-invalid answer
     max_concurrency: int = 64  # requests in flight per worker process
@@ -89,4 +91,11 @@ class ClientConfig:
     adaptive: bool = True  # AIMD: cut in-flight limit on 429/503, grow it on success
     media_root: str | None = None  # local files under this directory may be inlined as data URLs
     max_media_bytes: int = 20 * 1024 * 1024
+    max_response_bytes: int = MAX_RESPONSE_BYTES  # a larger answer is a response_too_large error, never held whole
     service_tier: str = "standard"  # standard | flex | priority: Vertex's tier headers (client/tiers.py)
+    # The results contract (README "Answers: function calling, structured output, cut-off answers"):
+    tools: tuple[Any, ...] | None = None  # default `tools` (--tools FILE.json); a record's params.tools overrides
+    tool_choice: Any = None  # default `tool_choice` (--tool_choice); a record's params.tool_choice overrides
+    structured_output: Literal["json_schema", "tool"] = "json_schema"  # how a schema is asked (--structured_output)
+    on_truncation: Literal["result", "error", "retry"] = "result"  # a cut-off answer (--on_truncation)
+    schema_registry: tuple[str, ...] = ()  # modules that register() schemas records may name (--schema_registry)

@@ -1,26 +1,43 @@
 """The core's one error tree, the one place foreign errors are translated into it, and secret redaction.
 
     ChatbeamError                      error_type          stage
-    ├── RetryableError                 (another attempt may succeed)
+    ├── RetryableError                 (another attempt may succeed; ErrorRecord.retryable true)
     │   ├── RateLimited                rate_limited        request   429 RESOURCE_EXHAUSTED
     │   ├── ServerError                server_error        request   499, 5xx
     │   ├── RequestTimeout             timeout             request   408, client-side timeouts
     │   ├── ConnectionFailed           connection_error    request   connect/reset/TLS, token fetch transport errors
     │   ├── StreamBroken               stream_broken       response  a stream that died after its 200
-    │   └── MalformedResponse          malformed_response  response  a 200 whose body is not a chat completion
+    │   ├── MalformedResponse          malformed_response  response  a 200 whose body is not a chat completion
+    │   ├── BudgetExhausted            budget_exhausted    request   --max_cost_usd / --max_total_tokens reached
+    │   ├── InternalError              internal_error      request   a bug in chatbeam; the record is kept
+    │   ├── UnsupportedInBatch         unsupported_in_batch request  --mode batch: no native form (send online)
+    │   ├── BatchLineFailed            batch_line_failed   request   --mode batch: the job answered with an error
+    │   ├── BatchJobFailed             batch_job_failed    request   --mode batch: the job failed before answering
+    │   └── BatchJobCancelled          batch_job_cancelled request   --mode batch: the job was cancelled first
     └── PermanentError                 (the same request will fail again)
         ├── BadRequest                 bad_request         request   400, 409, 422, other 4xx; invalid params
         ├── AuthError                  auth_error          request   401 (after one forced refresh), bad credentials
         ├── PermissionDenied           permission_denied   request   403
         ├── NotFound                   not_found           request   404
         ├── MediaError                 media_error         request   a local media file that may not be inlined
-        ├── Truncated                  truncated           response  finish_reason "length"
+        ├── UnknownSchema              unknown_schema      request   a record's schema names no declared schema
+        ├── Truncated                  truncated           response  finish_reason "length" (see --on_truncation)
         ├── ContentFiltered            content_filtered    response  finish_reason "content_filter" / refusal
         ├── EmptyResponse              empty_response      response  no content where a schema was asked
-        └── SchemaInvalid              schema_validation   validate  output that does not match the schema
+        ├── ResponseTooLarge           response_too_large  response  an answer over --max_response_bytes (not read)
+        ├── SchemaInvalid              schema_validation   validate  output or tool arguments not matching a schema
+        └── ReadError                  (stage read: the input was not a record; nothing was sent)
+            ├── InvalidJson            invalid_json
+            ├── InvalidEncoding        invalid_encoding
+            ├── NotAnObject            not_an_object
+            ├── InvalidRecord          invalid_record
+            ├── RecordTooLarge         record_too_large
+            └── NotAnErrorRecord       not_an_error_record (--replay_errors)
 
 Every error carries ``status_code``, Google's ``status`` (e.g. RESOURCE_EXHAUSTED), a redacted ``message``,
-``retry_after`` (seconds or None), and the stable ``error_type`` / ``stage`` written to the ErrorRecord.
+``retry_after`` (seconds or None), ``response_text`` (what the model answered, when it answered) and the stable
+``error_type`` / ``stage`` written to the ErrorRecord. ``ERROR_TYPES`` maps every error_type to its class: the one
+vocabulary (schemas.records.error_record builds every ErrorRecord from one of these).
 
     >>> async with map_errors():                # or ``with map_errors():`` around sync SDK calls
     ...     await client.chat.completions.create(...)   # openai.RateLimitError -> RateLimited(retry_after=39.0)
@@ -47,10 +64,14 @@ import openai
 from client.constants import MAX_ERROR_MESSAGE_CHARS, RETRYABLE_STATUS
 
 __all__ = [
-    "AuthError", "BadRequest", "ChatbeamError", "ConnectionFailed", "ContentFiltered", "EmptyResponse",
-    "MalformedResponse", "MediaError", "NotFound", "PermanentError", "PermissionDenied", "RateLimited",
-    "RequestTimeout", "RetryableError", "SchemaInvalid", "ServerError", "StreamBroken", "Truncated",
-    "is_retryable", "map_errors", "parse_retry_after", "redact", "register_secret", "translate",
+    "ERROR_TYPES", "AuthError", "BadRequest", "BatchJobCancelled", "BatchJobFailed", "BatchLineFailed",
+    "BudgetExhausted", "ChatbeamError", "ConnectionFailed",
+    "ContentFiltered", "EmptyResponse", "InternalError", "InvalidEncoding", "InvalidJson", "InvalidRecord",
+    "MalformedResponse", "MediaError", "NotAnErrorRecord", "NotAnObject", "NotFound", "PermanentError",
+    "PermissionDenied", "RateLimited", "ReadError", "RecordTooLarge", "RequestTimeout", "ResponseTooLarge",
+    "RetryableError", "SchemaInvalid", "ServerError", "StreamBroken", "Truncated", "UnknownSchema",
+    "UnsupportedInBatch", "error_class", "is_retryable", "live_secrets", "map_errors", "parse_retry_after", "redact",
+    "register_secret", "translate",
 ]
 
 
@@ -75,6 +96,12 @@ def register_secret(value: str) -> None:
         with _SECRETS_LOCK:
             if value not in _SECRETS:
                 _SECRETS.append(value)
+
+
+def live_secrets() -> list[str]:
+    """The live credentials ``register_secret`` has seen (for scrubbing model output: client/scrub.py)."""
+    with _SECRETS_LOCK:
+        return list(_SECRETS)
 
 
 def redact(text: str) -> str:
@@ -144,6 +171,42 @@ class MalformedResponse(RetryableError):
     error_type, stage = "malformed_response", "response"
 
 
+class BudgetExhausted(RetryableError):
+    """The run's budget is spent: the record was not sent. A later run (``--replay_errors``) can send it."""
+
+    error_type = "budget_exhausted"
+
+
+class InternalError(RetryableError):
+    """A bug in chatbeam, not a problem of the record: the record is kept, and a rerun after the fix sends it."""
+
+    error_type = "internal_error"
+
+
+class UnsupportedInBatch(RetryableError):
+    """``--mode batch``: the record cannot be written as a native batch line; it can still be sent online."""
+
+    error_type = "unsupported_in_batch"
+
+
+class BatchLineFailed(RetryableError):
+    """``--mode batch --batch_fallback error``: the job answered the line with an error."""
+
+    error_type = "batch_line_failed"
+
+
+class BatchJobFailed(RetryableError):
+    """``--mode batch --batch_fallback error``: the job failed or expired before answering the line."""
+
+    error_type = "batch_job_failed"
+
+
+class BatchJobCancelled(RetryableError):
+    """``--mode batch --batch_fallback error``: the job was cancelled before answering the line."""
+
+    error_type = "batch_job_cancelled"
+
+
 class BadRequest(PermanentError):
     error_type = "bad_request"
 
@@ -164,6 +227,13 @@ class MediaError(PermanentError):
     error_type = "media_error"
 
 
+class UnknownSchema(PermanentError):
+    """A record's ``schema`` names neither a registry entry nor a schema the run declared. Input data never names
+    code or files: nothing it names is imported or read."""
+
+    error_type = "unknown_schema"
+
+
 class Truncated(PermanentError):
     error_type, stage = "truncated", "response"
 
@@ -176,8 +246,61 @@ class EmptyResponse(PermanentError):
     error_type, stage = "empty_response", "response"
 
 
+class ResponseTooLarge(PermanentError):
+    error_type, stage = "response_too_large", "response"
+
+
 class SchemaInvalid(PermanentError):
     error_type, stage = "schema_validation", "validate"
+
+
+class ReadError(PermanentError):
+    """The input was not a record (nothing was sent)."""
+
+    error_type, stage = "read_error", "read"
+
+
+class InvalidJson(ReadError):
+    error_type = "invalid_json"
+
+
+class InvalidEncoding(ReadError):
+    error_type = "invalid_encoding"
+
+
+class NotAnObject(ReadError):
+    error_type = "not_an_object"
+
+
+class InvalidRecord(ReadError):
+    error_type = "invalid_record"
+
+
+class RecordTooLarge(ReadError):
+    error_type = "record_too_large"
+
+
+class NotAnErrorRecord(ReadError):
+    error_type = "not_an_error_record"
+
+
+def _leaves(cls: type[ChatbeamError]) -> list[type[ChatbeamError]]:
+    subs = cls.__subclasses__()
+    return [cls] if not subs else [leaf for sub in subs for leaf in _leaves(sub)]
+
+
+# error_type -> class, for every concrete type in the tree above (the README's error table lists exactly these).
+# A snapshot taken here: define every new error type in this module.
+ERROR_TYPES: dict[str, type[ChatbeamError]] = {
+    cls.error_type: cls for cls in _leaves(ChatbeamError) if cls.error_type not in ("error", "read_error")}
+
+
+def error_class(error_type: str) -> type[ChatbeamError]:
+    """The class of a known ``error_type``; ValueError for a name outside the vocabulary."""
+    try:
+        return ERROR_TYPES[error_type]
+    except KeyError:
+        raise ValueError(f"unknown error_type {error_type!r}; known: {', '.join(sorted(ERROR_TYPES))}") from None
 
 
 # ---------------------------------------------------------------------------------------------- translation

@@ -25,10 +25,10 @@ from typing import Any, Iterable
 
 from client.budget import DEFAULT_OUTPUT_TOKENS, output_token_limit
 from client.config import ClientConfig
-from client.errors import ChatbeamError, is_retryable
+from client.errors import ChatbeamError
 from client.pricing import PriceTable
 from client.requests import ChatRequest, build_request
-from schemas.records import ErrorRecord, InputRecord
+from schemas.records import ErrorRecord, InputRecord, error_record
 
 __all__ = ["DryRunTotals", "Estimate", "estimate", "render_body", "unsendable"]
 
@@ -138,6 +138,4 @@ class DryRunTotals:
 
 def unsendable(record: InputRecord, exc: ChatbeamError) -> ErrorRecord:
     """The error record the real run would write for a record whose request cannot be built."""
-    return ErrorRecord(id=record.id, stage=exc.stage, error_type=exc.error_type, status_code=exc.status_code,
-                       status=exc.status, message=exc.message, retryable=is_retryable(exc), attempts=0,
-                       record=record.to_json_dict(), metadata=record.metadata)
+    return error_record(exc, record=record)

@@ -8,6 +8,7 @@ result, and each error that a rerun would not fix (``retryable`` false) — to a
     journal = JournalWriter("gs://bucket/2025-01-31/results-checkpoint", write_file, every=500, interval_s=30)
     journal.add(output)       # buffered; a file is written when 500 are buffered or 30 s have passed
     journal.flush()           # at the end of every bundle
+    flush_all()               # every live writer of the process: on SIGINT/SIGTERM, and at interpreter exit
 
 Layout: ``{dir}/part-{uuid}.jsonl``, one output per line, exactly the JSON the results/errors sinks write. Each
 file is written once and whole: atomically (a temp file renamed into place locally; a GCS object appears only
@@ -22,10 +23,13 @@ Duplicates (a bundle retried by the runner writes its outputs again) are collaps
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -37,7 +41,7 @@ from client.requests import build_request
 from schemas.records import ErrorRecord, InputRecord, ResultRecord
 
 __all__ = ["DEFAULT_EVERY", "DEFAULT_INTERVAL_S", "JournalSettings", "JournalWriter", "choose", "done_key",
-           "is_final", "output_key", "parse_output"]
+           "flush_all", "is_final", "output_key", "parse_output"]
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +113,7 @@ class JournalWriter:
 
     def __init__(self, settings: JournalSettings, write_file: Callable[[str, bytes], None], *,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        self._lock = threading.Lock()  # flush_all() may run on another thread (a signal, interpreter exit)
         self.settings = settings
         self._write_file = write_file
         self._clock = clock
@@ -117,6 +122,7 @@ class JournalWriter:
         self.files_written = 0
         self.lines_written = 0
         self.failed_writes = 0
+        _LIVE.add(self)
 
     def add(self, output: Output) -> None:
         if not is_final(output):
@@ -127,10 +133,12 @@ class JournalWriter:
             self.failed_writes += 1
             log.warning("could not journal the output for record %r: %r", output.id, exc)
             return
-        if not self._buffer:
-            self._first_at = self._clock()
-        self._buffer.append(line)
-        if self._due():
+        with self._lock:
+            if not self._buffer:
+                self._first_at = self._clock()
+            self._buffer.append(line)
+            due = self._due()
+        if due:
             self.flush()
 
     def _due(self) -> bool:
@@ -139,9 +147,10 @@ class JournalWriter:
         return self._first_at is not None and self._clock() - self._first_at >= self.settings.interval_s
 
     def flush(self) -> None:
-        if not self._buffer:
-            return
-        lines, self._buffer, self._first_at = self._buffer, [], None
+        with self._lock:
+            if not self._buffer:
+                return
+            lines, self._buffer, self._first_at = self._buffer, [], None
         path = f"{self.settings.directory.rstrip('/')}/{PART_PREFIX}{uuid.uuid4().hex}.jsonl"
         try:
             self._write_file(path, ("\n".join(lines) + "\n").encode("utf-8"))
@@ -151,3 +160,23 @@ class JournalWriter:
             return
         self.files_written += 1
         self.lines_written += len(lines)
+
+
+_LIVE: "weakref.WeakSet[JournalWriter]" = weakref.WeakSet()
+
+
+def flush_all() -> int:
+    """Flush every live JournalWriter of this process (a run stopped by a signal, or the interpreter exiting);
+    returns how many outputs were written. Safe from any thread; never raises."""
+    lines = 0
+    for writer in list(_LIVE):
+        before = writer.lines_written
+        try:
+            writer.flush()
+        except Exception as exc:  # noqa: BLE001 - a last-chance flush must not hide why the run stopped
+            log.warning("could not flush a checkpoint journal: %r", exc)
+        lines += writer.lines_written - before
+    return lines
+
+
+atexit.register(flush_all)  # a worker process ended by SIGINT (KeyboardInterrupt) still writes what it holds

@@ -31,36 +31,56 @@ What ``acquire()`` waits for, in this order, first come first served:
 larger than the real usage is refunded, a smaller one is charged. A ``"throttled"`` attempt with no usage is
 refunded in full (the server refused it); an ``"error"`` with no usage keeps its reservation.
 
-AIMD policy (``adaptive=True``), TCP congestion control applied to a request quota:
+Adaptive policy (``adaptive=True``): AIMD, as TCP congestion control, made for many processes that share one
+quota pool without knowing of each other (one job's workers, or several jobs of one project). ``W`` is the
+process's window (requests in flight; it may be fractional):
 
-* **Slow start.** The limit starts at ``initial_limit`` (default ``min(8, max_concurrency)``) and grows by one per
-  success — it doubles every round trip — until the first throttle or ``max_concurrency``. Starting at
-  ``max_concurrency`` would open a job with a burst of up to 64 requests per process (× workers) into a shared
-  pool whose size nobody knows; doubling gets there in a few round trips anyway. Slow start can overshoot by up
-  to 2×, so the throttle that ends it halves the limit.
-* **Additive increase.** After that, each success adds ``step/limit``, i.e. ``step`` per round trip, with
-  ``step = min(1, limit/128)`` (at least 0.1): +1 per round trip for a limit of 128 or more, +0.23 at 30. The
-  step shrinks with the limit because the 429s a probe costs are per probe, and the requests between probes
-  grow with ``limit²/step``: a fixed +1 would make small limits — many workers sharing one pool — overshoot by a
-  large fraction every round trip. Growth needs the limit to have been full while the successful attempt was in
-  flight, so an idle or RPM-bound process doesn't build up a limit it never tested.
-* **Multiplicative decrease.** A ``"throttled"`` outcome (429/503) multiplies the limit by ``backoff``
-  (default 0.95; never below 1). One overload produces many 429s, so only the first counts: a throttle on a
-  permit acquired before the latest cut is ignored, and cuts are at least one round trip apart (429s come back
-  at once, long before the requests that caused them would have) and at least ``cooldown_s`` apart (default 0).
-  If no success has grown the limit since the previous cut — a 429 storm, or capacity that fell — the cut
-  deepens each time in a row: 0.95, 0.90, 0.81, 0.66, then 0.5.
-* **Pace after a cut.** For ``pace_s`` seconds after a cut, admissions are spaced ``rtt / limit`` apart — the rate
-  the new limit sustains, kept on schedule — so the slots freed by a burst of fast 429s (and the retries they
-  trigger) don't refill in one clump that overruns the server's window again.
+* **Slow start.** ``W`` starts at ``initial_limit`` (default 2) and grows by one per success — it doubles every
+  round trip — until the first throttle (or ``max_concurrency``). A small start keeps a job of many processes
+  from opening with a burst of ``processes × initial`` requests; doubling reaches a lone process's share in a few
+  round trips anyway. The throttle that ends it halves ``W`` (doubling overshoots by up to 2×) — or keeps 0.8 × the
+  window that the rate this process got admitted over the last ``max(rtt, cooldown_s)`` needs, when that is more:
+  a quota pool refuses once its window is full, so that rate is this process's part of a full pool, and after a
+  small overshoot halving would leave half the pool unused for a long time. Attempts of that span the pool then
+  refuses take their part back, down to the halved window (a 429 storm is not a full window).
+* **Pacing.** Once a throttle has shown where the pool is, admissions are spaced ``rtt / W`` apart (kept on
+  schedule, banking at most one interval) and at most ``ceil(W)`` are in flight. The pool is a rate, so each
+  process sends at a steady rate: the slots freed by fast 429s don't refill in a clump, and a window below one
+  works (one request every ``rtt / W``), which a share of a crowded pool needs.
+* **Increase.** Each success adds ``MI_STEP + AI_STEP / W²``: about ``MI_STEP × W + AI_STEP / W`` per round trip,
+  a multiplicative part (+0.5 % per round trip) that lets a large window find a larger pool, and a part that is
+  larger the smaller the window, so unequal shares converge (the multiplicative part alone keeps their ratio) and
+  sixteen small windows don't probe sixteen times as hard as one large one. While this process's 429s are rarer
+  than ``CROWD_REF`` the step is multiplied by up to ``MAX_BOOST`` (the pool has room it hasn't found: capacity rose,
+  or processes left). Growth needs the window to be what holds the process back — the admission waited for a slot
+  or brought in flight within one of ``W`` — so an idle or RPM-bound process doesn't build up an untested window.
+* **Decrease, deeper when the pool is crowded.** A ``"throttled"`` outcome (429/503) multiplies ``W`` by
+  ``1 - depth``. One overload produces many 429s, so a throttle on a permit acquired before the latest cut is
+  ignored, and cuts are at least ``max(rtt, cooldown_s)`` apart (default 1 s: a quota window remembers an overload
+  for about that long). ``depth`` follows this process's recent 429 share ``p`` (the share of its attempts
+  answered 429, exponentially weighted over ~40 s): ``depth = 0.05 × (p / CROWD_REF)²`` with ``CROWD_REF`` 0.4 %,
+  between ``1 - backoff`` (0.05) and ``MAX_DEPTH`` (0.5). If no success has grown the window since the previous
+  cut — a 429 storm, or capacity that fell — the cut deepens each time in a row (0.95, 0.90, 0.81, 0.66, then 0.5)
+  when that is deeper.
 
-Why 0.95 and not TCP's 0.5: against a quota that is a request rate, the limit saws between ``backoff × C`` and
-``C`` (C = the capacity, in requests in flight), so the average utilisation is about ``(1 + backoff) / 2`` —
-75 % with 0.5, 97 % with 0.95; a probe every few seconds costs a 429 or two. Measured against the emulator
-(a 100 req/s sliding-window quota, 300 ms latency, 6,000 records, the whole Beam job on DirectRunner):
-92 % of capacity with 0.9–1.0 % of requests answered 429, against 91 %/1.6 % for (0.9, +1 from 32) and
-92 %/1.5–2 % for (0.95, +1 from 64). The price is slow growth when capacity rises (from 30, doubling takes about
-90 round trips) — fine for a batch job; a collapse is tracked within a few round trips by the deepening cuts.
+Why the depth follows the 429 share. With ``N`` processes sharing a pool of ``C`` requests in flight, each has
+``W ≈ C / N``; per attempt it grows by ``g ≈ MI_STEP + AI_STEP / W²`` and each 429 takes ``depth × W`` away, so in
+steady state a share ``p ≈ g / (depth × W)`` of its attempts is answered 429. With a fixed depth that share grows
+faster than ``N``: the previous policy (fixed ×0.95 cuts, +``min(1, max(0.1, W/128))`` per round trip, slow start
+from 8) measured 1 % of requests answered 429 alone, 12 % with 8 processes and 23 % with 16. No process knows ``N``,
+but each sees its own ``p``, and the pool's 429 share is the average of theirs: so a process that sees many 429s
+cuts deeper. A lone process (``W ≈ 30``, ``p`` ≈ 0.5 %) keeps the gentle ×0.95 cuts that hold it near the pool's
+capacity; one of sixteen (``W ≈ 2``) cuts by up to half, and in the simulator the 429 share goes from 0.6 % alone
+to 1.5 % at sixteen instead of 23 %. Deeper cuts than half were measured and lost utilisation and fairness. The estimate starts, when slow start ends, from 100
+pseudo-attempts at ``CROWD_REF``; attempts sent before ``max(rtt, cooldown_s)`` after that don't count (slow
+start's overshoot is not a crowd).
+
+What was tried. ``bench/limiter_sim.py`` runs N real ``RequestLimiter`` objects (or candidate subclasses) in virtual
+time against the emulator's pool (100 requests per sliding second, 300 ms latency, callers that retry a 429 after
+~1 s); ``bench/many_processes.py`` runs N real chatbeam processes against the real emulator. Utilisation / share of
+requests answered 429 / smallest per-process share of fair, while all processes run; simulator: medians of 3 seeds:
+
+FIGURES_PLACEHOLDER
 
 ``throttled_seconds`` is wall time during which the head of the admission queue was held back by the RPM/TPM
 buckets, the post-throttle pace or an AIMD limit that a throttle has cut below ``max_concurrency``. Waiting
@@ -76,6 +96,8 @@ primitives, and they bind to the loop on first use.
 from __future__ import annotations
 
 import asyncio
+import collections
+import math
 import time
 from typing import Any, Awaitable, Callable, Literal
 
@@ -83,15 +105,22 @@ __all__ = ["Outcome", "Permit", "RequestLimiter", "TokenBucket"]
 
 Outcome = Literal["ok", "throttled", "error"]
 
-DEFAULT_BACKOFF = 0.95  # multiplicative decrease on a throttle (deeper when throttles repeat)
-SLOW_START_BACKOFF = 0.5  # the decrease that ends slow start
-MIN_STEP = 0.1  # the smallest additive step, per round trip
-GENTLE_LIMIT = 128.0  # below this limit, additive increase slows to limit/128 per round trip
-DEFAULT_INITIAL_LIMIT = 8  # slow start begins here (capped by max_concurrency)
+DEFAULT_BACKOFF = 0.95  # the gentlest cut on a throttle (deeper when the pool is crowded or throttles repeat)
+SLOW_START_BACKOFF = 0.5  # the cut that ends slow start, and the floor of the deepening in a 429 storm
+SLOW_START_KEEP = 0.8  # ...unless 0.8 x the window that the last second's admitted rate needs is more
+MAX_DEPTH = 0.5  # the deepest crowd-driven cut: W x 0.5
+MI_STEP = 0.005  # per success: about 0.5 % of W per round trip
+AI_STEP = 0.03  # AI_STEP / W per round trip (AI_STEP / W^2 per success)
+SMALL_WINDOW = 0.5  # below this window, AI_STEP / W no longer grows
+MIN_WINDOW = 0.1  # the smallest window: one request every 10 round trips
+CROWD_REF = 0.004  # the 429 share at which cuts are at their gentlest; depth grows with (share / CROWD_REF)^2
+CROWD_MEMORY_S = 40.0  # time constant of the recent-429-share estimate
+CROWD_PRIOR = 100.0  # pseudo-attempts at CROWD_REF that seed the estimate when slow start ends
+MAX_BOOST = 8.0  # growth is multiplied by CROWD_REF / share (up to this) while 429s are rarer than CROWD_REF
+DEFAULT_INITIAL_LIMIT = 2  # slow start begins here (capped by max_concurrency)
+DEFAULT_COOLDOWN_S = 1.0  # cuts at least this far apart (and at least one round trip)
 DEFAULT_BURST_S = 1.0  # each bucket holds this many seconds of its rate
 DEFAULT_OUTPUT_TOKENS = 256  # TPM reservation for output tokens until real usage has been seen
-DEFAULT_PACE_S = 2.0  # how long admissions are paced after a cut
-PACE_GAIN = 1.0  # pace at the rate the limit sustains (on schedule, see _take)
 DEFAULT_RTT_S = 1.0  # round-trip estimate before the first success
 _RTT_GAIN = 0.125  # EWMA gains (TCP's srtt gain) for the round trip and the output-token estimate
 _OUTPUT_GAIN = 0.05
@@ -186,16 +215,17 @@ class RequestLimiter:
         permit = await limiter.acquire(est_tokens=900)
         ...
         permit.done("ok", tokens_used=1130)
-        limiter.stats()   # {'limit': 12, 'in_flight': 11, 'peak_in_flight': 12, 'throttle_events': 0, ...}
+        limiter.stats()   # {'limit': 12, 'window': 11.6, 'in_flight': 11, 'throttle_events': 0, ...}
 
-    ``clock`` and ``sleep`` are injectable for tests (a fake clock and a sleep that advances it).
+    ``clock`` and ``sleep`` are injectable for tests (a fake clock and a sleep that advances it). ``pace=False``
+    turns the pacing off (the window alone holds requests back).
     """
 
     def __init__(self, *, max_concurrency: int, rpm: float | None = None, tpm: float | None = None,
                  adaptive: bool = True, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
-                 initial_limit: int | None = None, backoff: float = DEFAULT_BACKOFF, cooldown_s: float = 0.0,
-                 pace_s: float = DEFAULT_PACE_S, burst_s: float = DEFAULT_BURST_S,
+                 initial_limit: int | None = None, backoff: float = DEFAULT_BACKOFF,
+                 cooldown_s: float = DEFAULT_COOLDOWN_S, pace: bool = True, burst_s: float = DEFAULT_BURST_S,
                  output_tokens: int = DEFAULT_OUTPUT_TOKENS) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
@@ -208,7 +238,7 @@ class RequestLimiter:
         self.adaptive = adaptive
         self.backoff = backoff
         self.cooldown_s = cooldown_s
-        self.pace_s = pace_s
+        self.pace = pace
         self._clock = clock
         self._sleep = sleep
         self._burst_s = burst_s
@@ -217,18 +247,26 @@ class RequestLimiter:
         start = DEFAULT_INITIAL_LIMIT if initial_limit is None else initial_limit
         self._cwnd = float(max(1, min(self.max_concurrency, start))) if adaptive else float(self.max_concurrency)
         self._slow_start = adaptive
+        self._ss_admits: collections.deque[float] = collections.deque(maxlen=4096)  # admission times, slow start
+        self._ss_since = float("inf")  # slow start's exit: admissions after this were counted as accepted...
+        self._ss_unit = 0.0  # ...each standing for this much window...
+        self._ss_floor = 0.0  # ...down to half the window slow start ended with
         self._streak = 0  # cuts in a row without growth in between
         self._grew_since_cut = False
         self._epoch = 0
         self._last_cut: float | None = None
-        self._pace_until = float("-inf")
         self._next_admit = float("-inf")
         self._rtt = DEFAULT_RTT_S
         self._rtt_seen = False
+        # The recent 429 share: exponentially decayed counts of attempts and of 429s, counted from _counted_from.
+        self._seen = 0.0
+        self._seen_429 = 0.0
+        self._seen_at = 0.0
+        self._counted_from = float("inf")
         self._output_est = float(output_tokens)
         self._in_flight = 0
         self._peak_in_flight = 0
-        self._saturations = 0  # admissions that filled the limit
+        self._saturations = 0  # admissions that were held back by the window or the pace, or filled the window
         self._gate: asyncio.Lock | None = None
         self._changed: asyncio.Future[None] | None = None
         # counters (read from any thread)
@@ -242,15 +280,25 @@ class RequestLimiter:
 
     @property
     def limit(self) -> int:
-        """The current in-flight limit: ``max_concurrency``, or the AIMD limit when adaptive."""
-        return max(1, min(self.max_concurrency, int(self._cwnd + _EPS)))
+        """The current in-flight limit: ``max_concurrency``, or ``ceil(W)`` when adaptive."""
+        return max(1, min(self.max_concurrency, math.ceil(self._cwnd - _EPS)))
+
+    @property
+    def window(self) -> float:
+        """The adaptive window ``W`` (fractional; ``max_concurrency`` when not adaptive)."""
+        return self._cwnd
 
     @property
     def in_flight(self) -> int:
         return self._in_flight
 
+    @property
+    def recent_429_share(self) -> float:
+        """This process's recent share of attempts answered 429/503 (0 until slow start has ended)."""
+        return self._seen_429 / self._seen if self._seen > 0 else 0.0
+
     async def acquire(self, est_tokens: int = 0) -> Permit:
-        """Wait for a slot, the RPM request and the TPM tokens (``est_tokens`` + expected output); FIFO."""
+        """Wait for a slot, the pace, the RPM request and the TPM tokens (``est_tokens`` + expected output); FIFO."""
         if self._gate is None:
             self._gate = asyncio.Lock()
         async with self._gate:
@@ -277,12 +325,14 @@ class RequestLimiter:
         """A snapshot for logs and benchmarks."""
         return {
             "limit": self.limit,
+            "window": round(self._cwnd, 3),
             "max_concurrency": self.max_concurrency,
             "in_flight": self._in_flight,
             "peak_in_flight": self._peak_in_flight,
             "admitted": self.admitted,
             "throttle_events": self.throttle_events,
             "cuts": self.cuts,
+            "recent_429_share": round(self.recent_429_share, 5),
             "throttled_seconds": round(self.throttled_seconds, 3),
             "rtt_s": round(self._rtt, 4),
             "output_tokens_estimate": round(self._output_est, 1),
@@ -302,17 +352,25 @@ class RequestLimiter:
             fresh.take(fresh.capacity - min(fresh.capacity, bucket.level))  # keep the level, never above capacity
         return fresh
 
+    def _paced(self) -> bool:
+        # Only once a throttle has shown a pool's limit, and only while the window (not max_concurrency) binds.
+        return self.pace and self.adaptive and self.cuts > 0 and self._cwnd < self.max_concurrency
+
+    def _held_by_pool(self) -> bool:
+        """Whether waiting for the window or the pace is throttling (the pool's doing) rather than a plain cap."""
+        return self.adaptive and self.cuts > 0 and self.limit < self.max_concurrency
+
     async def _admit(self, est_tokens: int) -> Permit:
+        held = False  # waited for a slot: the window, not demand, is what limits this process
         while True:
             now = self._clock()
             if self._in_flight >= self.limit:
-                # Held by the AIMD limit (after a throttle) counts as throttling; by max_concurrency it doesn't.
-                await self._wait(None, throttling=self.limit < self.max_concurrency and self.cuts > 0)
+                held = True
+                await self._wait(None, throttling=self._held_by_pool())
                 continue
             reserve = est_tokens + self._output_est
-            delay = 0.0
-            if now < self._pace_until:
-                delay = self._next_admit - now
+            pace = self._next_admit - now if self._paced() else 0.0
+            delay = pace
             if self._rpm is not None:
                 delay = max(delay, self._rpm.wait_time(1))
             if self._tpm is not None:
@@ -320,21 +378,25 @@ class RequestLimiter:
             if delay > 0:
                 await self._wait(delay, throttling=True)
                 continue
-            return self._take(est_tokens, reserve, now)
+            return self._take(est_tokens, reserve, now, held)
 
-    def _take(self, est_tokens: int, reserve: float, now: float) -> Permit:
+    def _take(self, est_tokens: int, reserve: float, now: float, held: bool) -> Permit:
         if self._rpm is not None:
             self._rpm.take(1)
         if self._tpm is not None:
             self._tpm.take(reserve)
-        if now < self._pace_until:
+        if self._paced():
             # Keep to the schedule (a late admission doesn't push the next one back), but bank no more than
             # one interval of lateness, so the pace never releases a burst.
-            interval = self._pace_interval()
+            interval = self._rtt / self._cwnd
             self._next_admit = max(self._next_admit, now - interval) + interval
+        if self._slow_start:
+            self._ss_admits.append(now)
         mark = self._saturations
         self._in_flight += 1
-        if self._in_flight >= self.limit:
+        if held or self._in_flight >= max(1.0, self._cwnd - 1.0):
+            # Waited for a slot, or this admission brought in flight within one of the window (a paced process
+            # sending W per round trip): the window is what limits this process, not its demand.
             self._saturations += 1
         self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
         self.admitted += 1
@@ -365,7 +427,7 @@ class RequestLimiter:
         if changed is not None and not changed.done():
             changed.set_result(None)
 
-    # -- release and AIMD ------------------------------------------------------------------------------------------
+    # -- release and the adaptive window -------------------------------------------------------------------------
 
     def _release(self, permit: Permit, outcome: Outcome, tokens_used: int | None) -> None:
         now = self._clock()
@@ -377,32 +439,43 @@ class RequestLimiter:
                 self._settle(permit.reserved_tokens - tokens_used)
             elif outcome == "throttled":
                 self._settle(permit.reserved_tokens)
+        if outcome != "error" and permit.started >= self._counted_from:
+            self._observe(outcome == "throttled", now)
         if outcome == "ok":
             rtt = max(0.0, now - permit.started)
             self._rtt = rtt if not self._rtt_seen else self._rtt + _RTT_GAIN * (rtt - self._rtt)
             self._rtt_seen = True
-            # Grow only if the limit was full at some point while this attempt was in flight (else the limit
-            # isn't what holds the process back, and growing it would be untested).
+            # Grow only if the window held this process back while this attempt was in flight (else the window
+            # isn't what limits the process, and growing it would be untested).
             if self.adaptive and self._saturations > permit.saturation_mark:
                 self._grow()
         elif outcome == "throttled":
             self.throttle_events += 1
-            if self.adaptive and self._should_cut(permit, now):
+            if permit.epoch == 0 and self._epoch == 1 and permit.started > self._ss_since:
+                # Slow start's exit counted this attempt as admitted by the pool; it wasn't (a storm, not a
+                # filling window): take its share back, down to the halved window.
+                self._cwnd = max(self._ss_floor, self._cwnd - self._ss_unit)
+            elif self.adaptive and self._should_cut(permit, now):
                 self._cut(now)
         self._notify()
+
+    def _observe(self, throttled: bool, now: float) -> None:
+        decay = math.exp(-max(0.0, now - self._seen_at) / CROWD_MEMORY_S)
+        self._seen = self._seen * decay + 1.0
+        self._seen_429 = self._seen_429 * decay + (1.0 if throttled else 0.0)
+        self._seen_at = now
 
     def _grow(self) -> None:
         if self._slow_start:
             self._cwnd += 1.0  # +1 per success: doubles per round trip
         else:
-            # `step` per round trip (step/limit per success): 1 from GENTLE_LIMIT up, proportionally less below
-            # (at least MIN_STEP), so small limits (many workers sharing one pool) probe rarely, not by +1 each RTT.
-            self._cwnd += min(1.0, max(MIN_STEP, self._cwnd / GENTLE_LIMIT)) / self._cwnd
+            # ~MI_STEP x W + AI_STEP / W per round trip: a small window grows faster than a large one, so unequal
+            # shares converge. While 429s are rarer than CROWD_REF the pool has room this process hasn't found:
+            # probe faster, up to MAX_BOOST x.
+            boost = min(MAX_BOOST, max(1.0, CROWD_REF / max(self.recent_429_share, CROWD_REF / MAX_BOOST)))
+            self._cwnd += boost * (MI_STEP + AI_STEP / max(self._cwnd, SMALL_WINDOW) ** 2)
             self._grew_since_cut = True
         self._cwnd = min(self._cwnd, float(self.max_concurrency))
-
-    def _pace_interval(self) -> float:
-        return self._rtt / (self.limit * PACE_GAIN)
 
     def _settle(self, refund: float) -> None:
         if refund >= 0:
@@ -413,25 +486,42 @@ class RequestLimiter:
     def _should_cut(self, permit: Permit, now: float) -> bool:
         if permit.epoch != self._epoch:
             return False  # sent before the latest cut: part of the overload we already reacted to
-        # At most one cut per round trip (429s come back at once, long before the requests that caused them
-        # would have), and at least cooldown_s apart.
+        # 429s come back at once, long before the requests that caused them would have, and a quota window
+        # remembers an overload for a while: at most one cut per max(round trip, cooldown_s).
         return self._last_cut is None or now - self._last_cut >= max(self.cooldown_s, self._rtt)
 
+    def _depth(self) -> float:
+        """The crowd-driven cut: deeper the more of this process's recent attempts were answered 429."""
+        gentlest = 1.0 - self.backoff
+        return min(MAX_DEPTH, max(gentlest, gentlest * (self.recent_429_share / CROWD_REF) ** 2))
+
     def _cut(self, now: float) -> None:
-        # Slow start doubles per round trip, so when it first overshoots it can be up to 2x too high: halve then.
         if self._slow_start:
-            factor = min(self.backoff, SLOW_START_BACKOFF)
+            # Slow start doubles per round trip, so when it first overshoots it can be up to 2x too high: halve —
+            # or, if more, keep 0.8 x the rate this process got admitted over the last window (a quota pool
+            # rejects once its window is full, so that rate is this process's part of a full pool); halving alone
+            # would leave half the pool unused for a long time when the overshoot was small.
+            span = max(self.cooldown_s, self._rtt)
+            self._ss_since = now - span
+            recent = sum(1 for t in self._ss_admits if t > self._ss_since) - 1  # the refused one doesn't count
+            self._ss_unit = SLOW_START_KEEP * self._rtt / span  # the window each of them stands for
+            self._ss_floor = self._cwnd * SLOW_START_BACKOFF
+            factor = max(SLOW_START_BACKOFF, min(1.0, self._ss_unit * recent / self._cwnd))
+            self._ss_admits.clear()
+            # Start the 429-share estimate from a prior; slow start's overshoot (attempts sent until the pool's
+            # window has forgotten it) is not a crowd.
+            self._counted_from = now + max(self.cooldown_s, self._rtt)
+            self._seen, self._seen_429, self._seen_at = CROWD_PRIOR, CROWD_PRIOR * CROWD_REF, now
         else:
-            # Throttled again with no success in between that grew the limit: even the reduced limit is too high
-            # (capacity fell, or a 429 storm), so each cut in a row is deeper. After growth it was just a probe.
+            # Throttled again with no success in between that grew the window: even the reduced window is too
+            # high (capacity fell, or a 429 storm), so each cut in a row is deeper. After growth it was a probe.
             self._streak = 0 if self._grew_since_cut else min(self._streak + 1, 8)
-            factor = max(SLOW_START_BACKOFF, self.backoff ** (2 ** self._streak))
-        self._cwnd = max(1.0, self._cwnd * factor)
+            storm = max(SLOW_START_BACKOFF, self.backoff ** (2 ** self._streak))
+            factor = min(storm, 1.0 - self._depth())
+        self._cwnd = max(MIN_WINDOW, self._cwnd * factor)
         self._grew_since_cut = False
         self._slow_start = False
         self._epoch += 1
         self._last_cut = now
         self.cuts += 1
-        if self.pace_s > 0:
-            self._pace_until = now + self.pace_s
-            self._next_admit = now + self._pace_interval()
+        self._next_admit = now + self._rtt / self._cwnd

@@ -40,7 +40,7 @@ import mimetypes
 import re
 from typing import Any
 
-from client.errors import RetryableError
+from client.errors import UnsupportedInBatch
 from client.requests import ChatRequest
 
 __all__ = ["LABEL_KEY", "REASONING_BUDGETS", "UnsupportedInBatch", "is_gemini", "to_native"]
@@ -55,13 +55,6 @@ _SIMPLE = {"temperature": "temperature", "top_p": "topP", "top_k": "topK", "seed
            "max_tokens": "maxOutputTokens", "max_completion_tokens": "maxOutputTokens"}
 _IGNORED = frozenset({"user"})  # accepted and ignored online as well
 _GOOGLE = frozenset({"thinking_config", "thought_tag_marker", "safety_settings", "cached_content"})
-
-
-class UnsupportedInBatch(RetryableError):
-    """The record cannot be written as a native batch line; it can still be sent online."""
-
-    error_type = "unsupported_in_batch"
-    stage = "request"
 
 
 def is_gemini(model: str | None) -> bool:

@@ -16,6 +16,11 @@ Rules:
   ``"extra_body": {"google": {...}}`` — what Vertex reads. It is sent whenever it is non-empty, also to plain
   OpenAI-compatible targets (which ignore unknown body fields); nothing is sent when it is empty.
 - ``reasoning_effort`` together with ``google.thinking_config`` is refused here (Vertex answers 400).
+- ``tools`` / ``tool_choice`` default to the run's (``--tools``, ``--tool_choice``); a record's params override
+  them. Each tool must be ``{"type": "function", "function": {"name", "parameters": <JSON schema>}}``.
+- A schema is a registry name or the run's ``--schema`` (schemas.registry.record_schema: a record never names code
+  or files). It is asked as ``response_format`` json_schema, or with ``structured_output="tool"`` as one forced
+  function call whose parameters are the schema (for servers without json_schema support).
 - Local media paths (no scheme, or ``file://``) in ``image_url`` / ``input_audio.data`` are inlined as
   ``data:<mime>;base64,...`` only when their real path lies under ``config.media_root`` (relative paths are
   relative to it); gs://, https:// and data: URLs pass through untouched, as do ``extra_content`` fields.
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -36,6 +42,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
+import jsonschema
 import openai
 from openai.resources.chat.completions import AsyncCompletions
 
@@ -43,9 +50,9 @@ from client.config import ClientConfig
 from client.constants import REQUEST_KEY_CHARS
 from client.errors import BadRequest, MediaError
 from schemas.records import InputRecord, canonical_json
-from schemas.registry import OutputSchema, UnknownSchema, resolve_schema
+from schemas.registry import OutputSchema, load_registry_modules, record_schema, resolve_schema
 
-__all__ = ["ChatRequest", "build_request", "estimate_tokens", "request_key"]
+__all__ = ["ChatRequest", "build_request", "check_tools", "estimate_tokens", "request_key", "request_schema"]
 
 # Keys the core itself controls; a record may not set them through params.
 _RESERVED = frozenset({"messages", "model", "stream", "stream_options", "extra_headers", "extra_query",
@@ -70,6 +77,21 @@ class ChatRequest:
     request_key: str = ""
     est_prompt_tokens: int = 0
     thought_marker: str | None = None
+    schema_via_tool: bool = False  # the schema is asked as a forced function call (structured_output="tool")
+
+    @property
+    def tools(self) -> list[Any] | None:
+        """The tool definitions sent (tool-call arguments are validated against their ``parameters``)."""
+        return self.kwargs.get("tools")
+
+    def max_output_tokens(self) -> int | None:
+        value = self.kwargs.get("max_completion_tokens", self.kwargs.get("max_tokens"))
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    def with_max_output_tokens(self, tokens: int) -> "ChatRequest":
+        """The same request (same ``request_key``: the same work) asking for up to ``tokens`` output tokens."""
+        key = "max_completion_tokens" if "max_completion_tokens" in self.kwargs else "max_tokens"
+        return dataclasses.replace(self, kwargs={**self.kwargs, key: tokens})
 
     def create_args(self, messages: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """Keyword arguments for ``chat.completions.create`` (``messages`` replaces the request's, for re-asks)."""
@@ -208,9 +230,50 @@ def _check_sendable(messages: list[dict[str, Any]], kwargs: dict[str, Any], extr
         raise BadRequest(f"the record cannot be sent as JSON (NaN, Infinity or invalid Unicode): {exc}") from None
 
 
+def request_schema(record: InputRecord, config: ClientConfig) -> OutputSchema | None:
+    """The record's schema (only names: UnknownSchema otherwise), else the run's --schema."""
+    if record.schema_name:
+        return record_schema(record.schema_name, run_schema=config.schema, registry_modules=config.schema_registry)
+    if config.schema:
+        load_registry_modules(config.schema_registry)  # the run's --schema may be a name its modules register
+        return resolve_schema(config.schema)
+    return None
+
+
+def check_tools(tools: Any) -> None:
+    """``tools`` must be function definitions whose ``parameters`` are JSON schemas (arguments are validated
+    against them); a bad definition is a bad request, not a failure after the call."""
+    if tools is None:
+        return
+    if not isinstance(tools, list):
+        raise BadRequest("params.tools must be a list of {'type': 'function', 'function': {...}}")
+    for i, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
+            raise BadRequest(f"tools[{i}] must be {{'type': 'function', 'function': {{'name': ..., "
+                             "'parameters': {...}}}")
+        parameters = function.get("parameters")
+        if parameters is not None:
+            try:
+                jsonschema.Draft202012Validator.check_schema(parameters)
+            except jsonschema.SchemaError as exc:
+                raise BadRequest(f"tools[{i}] ({function['name']}): parameters is not a JSON schema: "
+                                 f"{exc.message}") from None
+
+
+def _tool_defaults(config: ClientConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if config.tools is not None:
+        out["tools"] = [copy.deepcopy(t) for t in config.tools]
+    if config.tool_choice is not None:
+        out["tool_choice"] = copy.deepcopy(config.tool_choice)
+    return out
+
+
 def build_request(record: InputRecord, config: ClientConfig) -> ChatRequest:
-    """The request for one record. Raises BadRequest or MediaError (permanent) for a record that cannot be sent."""
-    params = {**config.params, **record.params}
+    """The request for one record. Raises BadRequest, MediaError or UnknownSchema (permanent) for a record that
+    cannot be sent."""
+    params = {**config.params, **_tool_defaults(config), **record.params}
     reserved = sorted(_RESERVED & params.keys())
     if reserved:
         raise BadRequest(f"params may not set {', '.join(reserved)} (the pipeline controls them)")
@@ -223,13 +286,15 @@ def build_request(record: InputRecord, config: ClientConfig) -> ChatRequest:
     if google:
         extra_body["extra_body"] = {"google": google}
 
-    spec = record.schema_name or config.schema
-    schema = None
-    if spec:
-        try:
-            schema = resolve_schema(spec)
-        except UnknownSchema as exc:
-            raise BadRequest(str(exc), error_type="unknown_schema") from None
+    check_tools(kwargs.get("tools"))
+    schema = request_schema(record, config)
+    via_tool = schema is not None and config.structured_output == "tool"
+    if via_tool:
+        if kwargs.get("tools"):
+            raise BadRequest("--structured_output tool asks the schema as a function call; the record's own tools "
+                             "cannot be combined with it (use --structured_output json_schema)")
+        kwargs["tools"], kwargs["tool_choice"] = [schema.tool()], schema.tool_choice()
+    elif schema is not None:
         kwargs["response_format"] = schema.response_format()
 
     messages = _messages(record, config)
@@ -240,6 +305,7 @@ def build_request(record: InputRecord, config: ClientConfig) -> ChatRequest:
     return ChatRequest(
         model=model, messages=messages, kwargs=kwargs, extra_body=extra_body, schema=schema,
         request_key=request_key(model, messages, kwargs, extra_body, schema),
-        est_prompt_tokens=estimate_tokens(messages, schema, kwargs.get("tools")),
+        est_prompt_tokens=estimate_tokens(messages, None if via_tool else schema, kwargs.get("tools")),
         thought_marker=marker if isinstance(marker, str) and marker else None,
+        schema_via_tool=via_tool,
     )

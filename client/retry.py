@@ -5,7 +5,8 @@
     >>> retrying = policy.retrying(sleep=sleeps.append)           # tests record sleeps instead of sleeping
     >>> result = await retrying(send_once, request)               # re-raises the last error when it gives up
 
-What is retried is decided by ``is_retryable`` alone (errors.py). How long to wait: full-jitter exponential backoff
+What is retried is decided by ``is_retryable`` (errors.py), except errors that say ``retry_in_run = False``
+(a record the circuit breaker refused: retryable by a later replay, pointless to retry now). How long to wait: full-jitter exponential backoff
 (``wait_random_exponential``: a random time in [0, initial·2^n], capped at ``max_delay``), but never less than what
 the server asked for (Retry-After / RetryInfo ``retryDelay``, itself capped at ``MAX_RETRY_AFTER``). When to stop:
 after ``max_attempts`` attempts, or before a sleep that would end past the record's deadline.
@@ -70,6 +71,10 @@ class stop_before_deadline(stop_base):  # noqa: N801 - tenacity's naming
         return self.clock() - self.start + retry_state.upcoming_sleep >= self.deadline_s
 
 
+def _retry_in_run(exc: BaseException) -> bool:
+    return is_retryable(exc) and getattr(exc, "retry_in_run", True)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How one request is retried. Plain, picklable data."""
@@ -104,7 +109,7 @@ class RetryPolicy:
             stop=stop_after_attempt(self.max_attempts) | stop_before_deadline(self.deadline_s, clock, start),
             wait=wait_server_directed(wait_random_exponential(multiplier=self.initial_delay, max=self.max_delay),
                                       cap=self.max_retry_after),
-            retry=retry_if_exception(is_retryable),
+            retry=retry_if_exception(_retry_in_run),
             sleep=_sleep,
             before_sleep=_before_sleep,
             reraise=True,

@@ -3,8 +3,9 @@
 Rules, in order, per choice:
 
 1. thinking on -> a thought (`emulator.answers.thought_text`), capped at ``thinking_budget``;
-2. the answer: a tool call (``tool_choice`` required/named), a JSON value (json_schema /
-   json_object; deliberately broken when ``violate``) or text;
+2. the answer: tool calls (``tool_choice`` required/named, or ``auto`` when the prompt names a function; one call
+   per function named, so several are parallel calls; arguments broken when ``violate``), a JSON value
+   (json_schema / json_object; deliberately broken when ``violate``) or text;
 3. ``stop`` sequences cut the text (finish_reason ``stop``);
 4. ``max_tokens`` covers reasoning + answer tokens: thinking first, the answer gets the
    rest; anything cut gives finish_reason ``length`` (thought longer than the limit ->
@@ -59,13 +60,15 @@ def _answer(req: ChatRequest, rng: random.Random, violate: bool) -> str:
     return answer_text(rng, req.words, req.acks)
 
 
-def _tool_call(req: ChatRequest, rng: random.Random, thinking: bool) -> dict[str, Any]:
-    assert req.tool is not None
-    args = schema_gen.generate(req.tool["parameters"], rng, req.words)
+def _tool_call(function: dict[str, Any], req: ChatRequest, rng: random.Random, thinking: bool,
+               violate: bool) -> dict[str, Any]:
+    args = schema_gen.generate(function["parameters"], rng, req.words)
+    if violate:
+        args = schema_gen.violate(function["parameters"], args)
     call: dict[str, Any] = {
         "id": "call_%016x" % rng.getrandbits(64),
         "type": "function",
-        "function": {"name": req.tool["name"], "arguments": dumps(args).decode()},
+        "function": {"name": function["name"], "arguments": dumps(args).decode()},
     }
     if thinking:  # Gemini signs the thought behind a function call; clients must send it back
         call["extra_content"] = {"google": {"thought_signature": "%032x" % rng.getrandbits(128)}}
@@ -85,10 +88,10 @@ def _one(req: ChatRequest, rng: random.Random, violate: bool, truncate: bool) ->
     if limit is not None and reasoning >= limit:
         thought, reasoning = truncate_text(thought, limit)
 
-    if req.tool is not None:
-        choice.tool_calls = [_tool_call(req, rng, th.enabled)]
-        fn = choice.tool_calls[0]["function"]
-        answer, answer_tokens = "", count_text(fn["name"] + " " + fn["arguments"])
+    if req.calls:
+        choice.tool_calls = [_tool_call(f, req, rng, th.enabled, violate) for f in req.calls]
+        answer, answer_tokens = "", sum(count_text(c["function"]["name"] + " " + c["function"]["arguments"])
+                                        for c in choice.tool_calls)
         choice.content = None
         choice.finish_reason = "tool_calls"
     else:

@@ -2,7 +2,9 @@
 
 Streams: the first chunk of each choice carries only ``role`` (content null); content is split into pieces
 of a few characters, with extra cuts inside the thought tags (``<thi`` | ``nk>`` and
-``</th`` | ``ink>``) so clients must reassemble split tags; then a chunk with the
+``</th`` | ``ink>``) so clients must reassemble split tags; tool calls come as deltas by ``index``, as OpenAI and
+llama-server send them: the first delta of a call carries ``id``, ``type``, the function name and empty
+``arguments`` (and ``extra_content``), the next ones pieces of ``arguments``; then a chunk with the
 ``finish_reason``; then, with ``stream_options.include_usage``, a chunk with empty
 ``choices`` and ``usage``; then ``data: [DONE]``.
 
@@ -20,11 +22,12 @@ from typing import Any, Sequence
 from emulator._json import dumps
 from emulator.completion import Choice
 
-__all__ = ["completion_body", "stream_events", "usage", "split_content", "DONE"]
+__all__ = ["completion_body", "stream_events", "tool_call_deltas", "usage", "split_content", "DONE"]
 
 DONE = b"data: [DONE]\n\n"
 _MIN_PIECE = 12  # characters per content chunk (more for long content)
 _MAX_PIECES = 48  # per choice
+_ARGUMENT_PIECE = 8  # characters of tool-call arguments per delta
 
 
 def usage(prompt_tokens: int, choices: Sequence[Choice], thinking: bool) -> dict[str, Any]:
@@ -77,6 +80,26 @@ def split_content(content: str, thought_span: tuple[int, int] | None = None, mar
     return [content[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
+def tool_call_deltas(calls: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The stream deltas of a choice's tool calls: per call, a head (id, type, name, empty arguments, extra_content)
+    and then its arguments in pieces of ``_ARGUMENT_PIECE`` characters, each tagged with the call's ``index``."""
+    deltas: list[dict[str, Any]] = []
+    for k, call in enumerate(calls):
+        head: dict[str, Any] = {"index": k, "id": call["id"], "type": call["type"],
+                                "function": {"name": call["function"]["name"], "arguments": ""}}
+        if "extra_content" in call:
+            head["extra_content"] = call["extra_content"]
+        delta: dict[str, Any] = {"tool_calls": [head]}
+        if k == 0:
+            delta = {"role": "assistant", "content": None, **delta}
+        deltas.append(delta)
+        arguments = call["function"]["arguments"]
+        for start in range(0, len(arguments), _ARGUMENT_PIECE):
+            piece = arguments[start:start + _ARGUMENT_PIECE]
+            deltas.append({"tool_calls": [{"index": k, "function": {"arguments": piece}}]})
+    return deltas
+
+
 def _sse(chunk: dict[str, Any]) -> bytes:
     return b"data: " + dumps(chunk) + b"\n\n"
 
@@ -88,9 +111,8 @@ def stream_events(cid: str, created: int, model: str, choices: Sequence[Choice],
     events: list[bytes] = []
     for i, choice in enumerate(choices):
         if choice.tool_calls:
-            calls = [{"index": k, **call} for k, call in enumerate(choice.tool_calls)]
-            delta: dict[str, Any] = {"role": "assistant", "content": None, "tool_calls": calls}
-            events.append(_sse({**base, "choices": [{"index": i, "delta": delta, "finish_reason": None}]}))
+            for delta in tool_call_deltas(choice.tool_calls):
+                events.append(_sse({**base, "choices": [{"index": i, "delta": delta, "finish_reason": None}]}))
         else:
             # A role-only first chunk with null content, as OpenAI and llama-server send it: clients must not
             # take the null for the end of the content.

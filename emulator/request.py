@@ -51,7 +51,8 @@ class ChatRequest:
     """A validated request: the parts of the body the emulator acts on."""
 
     __slots__ = ("model", "n", "max_tokens", "stream", "include_usage", "format", "schema", "thinking",
-                 "words", "acks", "prompt_tokens", "extra_content", "stop", "tool", "answer_key")
+                 "words", "acks", "prompt_tokens", "extra_content", "stop", "calls", "last_role", "last_user",
+                 "answer_key")
 
     def __init__(self) -> None:
         self.model: str | None = None
@@ -67,8 +68,15 @@ class ChatRequest:
         self.prompt_tokens = 0
         self.extra_content = [0, 0, 0]  # messages, parts, tool calls carrying extra_content
         self.stop: tuple[str, ...] = ()
-        self.tool: dict[str, Any] | None = None  # the function a tool call must be made to
+        self.calls: list[dict[str, Any]] = []  # the functions to call ({"name", "parameters"}), in order
+        self.last_role: str | None = None  # role of the last message (no "auto" call right after a tool answer)
+        self.last_user = ""  # text of the last user message
         self.answer_key = ""  # seeds the answer: the request's meaning (model, texts, media), not its wire format
+
+    @property
+    def tool(self) -> dict[str, Any] | None:
+        """The first function to call, or None when the answer is not a tool call."""
+        return self.calls[0] if self.calls else None
 
 
 def _fail(message: str) -> ApiError:
@@ -121,6 +129,8 @@ def _messages(req: ChatRequest, messages: Any) -> list[str]:
     if all(m.get("role") == "system" for m in messages):
         raise _fail("At least one non-system message is required.")
     req.words = _WORD.findall(last_user or "")
+    req.last_user = last_user or ""
+    req.last_role = messages[-1].get("role")
     req.prompt_tokens += (tokens.REQUEST_OVERHEAD + tokens.MESSAGE_OVERHEAD * len(messages)
                           + tokens.count_text("\n".join(texts)))
     return texts
@@ -148,7 +158,23 @@ def _response_format(req: ChatRequest, rf: Any) -> None:
         req.prompt_tokens += tokens.count_text(dumps(spec["schema"]).decode())
 
 
+def _named_in(text: str, functions: dict[str, Any]) -> list[str]:
+    """The functions the text names (``get_weather``, or ``get weather``), in the order they appear."""
+    lowered = text.lower()
+    found = []
+    for name in functions:
+        spots = [lowered.find(form) for form in {name.lower(), name.lower().replace("_", " ")}]
+        spots = [i for i in spots if i >= 0]
+        if spots:
+            found.append((min(spots), name))
+    return [name for _, name in sorted(found)]
+
+
 def _tools(req: ChatRequest, body: dict[str, Any]) -> None:
+    """Which functions the answer calls: ``tool_choice`` a named function -> that one; ``required`` -> the functions
+    the last user message names (all of them: parallel calls), else the first; ``auto`` or none given -> the named
+    ones when the last message is the user's (after a tool answer, text); ``none`` -> none.
+    ``parallel_tool_calls: false`` keeps only the first call."""
     tools, choice = body.get("tools"), body.get("tool_choice")
     if tools is None:
         return
@@ -163,15 +189,23 @@ def _tools(req: ChatRequest, body: dict[str, Any]) -> None:
         _schema(params, f"tools[{k}].function.parameters")
         functions[fn["name"]] = params
     req.prompt_tokens += tokens.count_text(dumps(tools).decode())
-    if choice == "required" and functions:
-        name = next(iter(functions))
-    elif isinstance(choice, dict) and isinstance(choice.get("function"), dict):
-        name = choice["function"].get("name")
+    if choice not in (None, "auto", "required", "none") and not isinstance(choice, dict):
+        raise _fail("tool_choice must be 'auto', 'required', 'none' or {'type': 'function', 'function': {...}}.")
+    named = _named_in(req.last_user, functions) if req.last_role == "user" else []
+    if isinstance(choice, dict):
+        name = choice.get("function", {}).get("name") if isinstance(choice.get("function"), dict) else None
         if name not in functions:
             raise _fail(f"tool_choice names an unknown function {name!r}.")
+        names = [name]
+    elif choice == "required" and functions:
+        names = named or [next(iter(functions))]
+    elif choice in (None, "auto"):
+        names = named
     else:
-        return
-    req.tool = {"name": name, "parameters": functions[name]}
+        names = []
+    if body.get("parallel_tool_calls") is False:
+        names = names[:1]
+    req.calls = [{"name": name, "parameters": functions[name]} for name in names]
 
 
 def _google(body: dict[str, Any]) -> dict[str, Any]:

@@ -161,7 +161,7 @@ class Emulator:
                       response_id: str) -> tuple[dict[str, Any], int, int]:
         """The GenerateContentResponse for ``req`` (seeded like the chat answer), its completion and reasoning
         tokens. Counts the violation / truncation faults it applies."""
-        if violate and req.format != "text":
+        if violate and (req.format != "text" or req.calls):
             self.stats.fault("schema_violation")
         if truncate and req.tool is None:
             self.stats.fault("truncate")
@@ -262,7 +262,7 @@ class Emulator:
         if draw.error in ("error_500", "error_503"):
             stats.fault(draw.error)
             raise errors.internal() if draw.error == "error_500" else errors.unavailable()
-        if draw.violate and req.format != "text":
+        if draw.violate and (req.format != "text" or req.calls):
             stats.fault("schema_violation")
         if draw.truncate and req.tool is None:  # a tool call is never truncated
             stats.fault("truncate")

@@ -2,7 +2,7 @@
 command. The cache itself: client/cache.py (entries, modes) and transforms/cache.py (the Beam steps).
 
     add_cache_arguments(parser)                              # from ChatbeamOptions._add_argparse_args
-    settings = validate_cache(o, output=..., errors=..., prices=...)   # None without --cache; raises ValueError
+    settings = validate_cache(o, prices=...)      # None without --cache; raises ValueError (collisions: files.py)
     chatbeam cache compact gs://bucket/chatbeam-cache --cache_ttl_days 30 [Beam options, e.g. --runner ...]
 """
 
@@ -40,11 +40,6 @@ def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
                        help="do not serve entries stored more than this many days ago (default: no limit)")
 
 
-def _inside(path: str, directory: str) -> bool:
-    directory = directory.rstrip("/")
-    return path.rstrip("/") == directory or path.startswith(directory + "/")
-
-
 def _check_location(location: str) -> str:
     if "://" in location:
         if not location.startswith("gs://") or len(location.rstrip("/")) <= len("gs://"):
@@ -69,10 +64,9 @@ def _check_writable(location: str) -> None:
         raise ValueError(f"--cache {location!r} is not writable (use --cache_mode read_only to only read it)")
 
 
-def validate_cache(o: Any, *, output: str | None, errors: str | None, prices: PriceTable,
-                   now: datetime.datetime | None = None) -> CacheSettings | None:
+def validate_cache(o: Any, *, prices: PriceTable, now: datetime.datetime | None = None) -> CacheSettings | None:
     """The cache settings of ``o`` (a ChatbeamOptions view), or None without ``--cache``. Raises ValueError (one
-    line) for a bad combination."""
+    line) for a bad combination. Paths shared with the run's outputs or inputs: transforms/files.py rule 4."""
     if not o.cache:
         if o.cache_mode or o.cache_ttl_days is not None:
             raise ValueError("--cache_mode and --cache_ttl_days need --cache")
@@ -81,9 +75,6 @@ def validate_cache(o: Any, *, output: str | None, errors: str | None, prices: Pr
         raise ValueError("--cache_ttl_days must be positive")
     location = _check_location(o.cache)
     mode = CacheMode(o.cache_mode or CacheMode.READ_WRITE.value)
-    for flag, prefix in (("--output", output), ("--errors", errors)):
-        if prefix and _inside(os.path.abspath(prefix) if "://" not in prefix else prefix, location):
-            raise ValueError(f"{flag} {prefix!r} lies inside --cache {o.cache!r}; keep outputs out of the cache")
     if mode.stores:
         _check_writable(location)
     moment = now or datetime.datetime.now(datetime.timezone.utc)

@@ -17,30 +17,35 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
-import re
 import sys
 import time
 import uuid
 from typing import Sequence
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from client.budget import BudgetConfig
 from client.cache import CacheMode, cache_summary, format_cache_summary
 from client.caller import utc_iso
 from client.config import Target
+from client.errors import redact
 from client.jobshare import JobShareSettings
 from client.journal import JournalSettings
 from client.progress import ProgressMonitor, ProgressSettings
+from client.scrub import install_log_redaction
 from client.telemetry import TelemetrySettings, telemetry_dir
+from pipelines.exit_codes import OK, USAGE, verdict
+from pipelines.help import print_beam_help, print_help, wants_help
+from pipelines.argv import check_known_options
 from pipelines.jobledger import ledger_summary, prepare_ledger
 from pipelines.local_emulator import EmulatorStartError, LocalEmulator
 from pipelines.nightly import normalize_argv
+from pipelines.worker_logs import quiet_worker_startup
 from pipelines.options import EMULATOR_PROJECT, Plan, UsageError, validate
+from pipelines.reliability import check_files
 from pipelines.report import build_report, run_totals, write_run_info
+from pipelines.signals import RunInterrupted, finish_interrupted, set_resume_hint, stop_on_signals
 from pipelines.summary import (build_summary, chatbeam_counters, count_input_lines, count_records, format_summary,
                                read_json, write_json)
 from transforms import CallChatCompletions, ReadPrompts, WriteErrors, WriteResults
@@ -48,28 +53,14 @@ from transforms.batch import CallBatchPrediction
 from transforms.cache import CacheLookup, CacheStore
 from transforms.checkpoint import SkipDone, done_patterns
 from transforms.dry_run import DryRun
+from transforms.files import DRY_RUN_SHARDS, remove_stale_shards
 from transforms.read import ReadReplayErrors
+from transforms.run_lock import LockHeld, RunLock
 from transforms.write import WriteJsonl
 
 __all__ = ["build_pipeline", "main", "run"]
 
 log = logging.getLogger("chatbeam")
-
-DRY_RUN_SHARDS = "-SSSSS"
-
-
-def _check_input(pattern: str, flag: str = "--input") -> None:
-    """A missing or unreadable input is a CLI error before the run, not a crash inside it."""
-    try:
-        matches = FileSystems.match([pattern])[0].metadata_list
-    except Exception as exc:  # Beam raises BeamIOError / ValueError for bad schemes and unreachable stores
-        raise UsageError(f"cannot list {flag} {pattern!r}: {exc}") from None
-    if not matches:
-        raise UsageError(f"{flag} {pattern!r} matches no files")
-    for meta in matches:
-        if "://" not in meta.path and not os.access(meta.path, os.R_OK):
-            raise UsageError(f"{flag} file {meta.path!r} is not readable")
-
 
 def _call_step(plan: Plan, run_id: str, progress_total: int | None, jobshare: JobShareSettings | None = None,
                worker_progress_lines: bool = True) -> beam.PTransform:
@@ -172,24 +163,6 @@ def _target_for_run(plan: Plan):
         yield dataclasses.replace(plan, client=dataclasses.replace(plan.client, target=target))
 
 
-_SHARD = re.compile(r"-\d{5}-of-(\d{5})\.jsonl$")
-
-
-def _remove_stale_shards(prefix: str, since: float) -> None:
-    """After a rerun into the same prefix (--resume, or any rerun) with a different shard count, the old run's
-    shards (``-SSSSS-of-MMMMM`` with another MMMMM, older than this run) would be read as part of the output."""
-    try:
-        files = FileSystems.match([f"{prefix}-?????-of-?????.jsonl"])[0].metadata_list
-    except Exception:  # noqa: BLE001 - tidying up is best effort
-        return
-    fresh = {m.group(1) for f in files if (m := _SHARD.search(f.path)) and f.last_updated_in_seconds >= since}
-    stale = [f.path for f in files if (m := _SHARD.search(f.path)) and fresh and m.group(1) not in fresh
-             and f.last_updated_in_seconds < since]
-    if stale:
-        log.info("removing %d shard(s) of an earlier run with another shard count: %s", len(stale), stale)
-        FileSystems.delete(stale)
-
-
 def _finish(result, plan: Plan, wall_s: float, started_at: float,
             jobshare: JobShareSettings | None = None) -> dict:
     """After a run that was waited for: the summary (written beside the outputs) or, for --dry_run, the totals."""
@@ -201,13 +174,24 @@ def _finish(result, plan: Plan, wall_s: float, started_at: float,
                 "unsendable": counters.get("errors_written", 0), "cache": cache_summary(counters)}
     for prefix in (plan.output, plan.errors):
         if prefix:
-            _remove_stale_shards(prefix, started_at)
+            remove_stale_shards(prefix, started_at)
     counters = chatbeam_counters(result)
     summary = build_summary(counters, run_date=n.run_date, wall_s=wall_s, prices_as_of=n.price_table.as_of,
                             budget=ledger_summary(jobshare, counters))
+    summary["exit_code"], summary["failures"] = verdict(summary, plan.reliability.max_error_rate)
     if plan.output:
         write_json(f"{plan.output}-summary.json", summary)
     return summary
+
+
+def _resume_hint(plan: Plan) -> str:
+    n = plan.nightly
+    if n.dry_run:
+        return "the dry run sends nothing: rerun it to get its estimates"
+    if n.checkpoint_dir:
+        return (f"the outputs completed so far are in the journal {n.checkpoint_dir}: rerun the same command with "
+                "--resume to finish (only the rest is sent)")
+    return "no journal was kept (--no_checkpoint): rerunning the same command does the whole run again"
 
 
 def _report(plan: Plan) -> str | None:
@@ -266,44 +250,65 @@ def _monitoring(monitor: ProgressMonitor | None):
             monitor.stop()
 
 
+def _claim(plan: Plan, options: PipelineOptions, run_id: str, *, wait: bool) -> tuple[RunLock, JobShareSettings | None]:
+    """Before any work: the lock on the output prefixes (none for ``wait=False``: the run outlives this process),
+    then the job ledger. A UsageError (exit 2) when either cannot be had, with nothing left held."""
+    lock = RunLock([plan.output, plan.errors] if wait else [], run_id=run_id, force=plan.reliability.force,
+                   gcs_client=lambda: _storage_client(options))
+    try:
+        lock.acquire()
+        jobshare = prepare_ledger(plan, options, run_id)
+    except ValueError as exc:  # LockHeld is one too
+        lock.release()
+        raise UsageError(str(exc)) from None
+    return lock, jobshare
+
+
+def _pipeline(options: PipelineOptions, plan: Plan, run_id: str, total: int | None,
+              jobshare: JobShareSettings | None, monitor: ProgressMonitor | None) -> beam.Pipeline:
+    p = beam.Pipeline(options=options)
+    try:
+        build_pipeline(p, plan, run_id=run_id, progress_total=total, jobshare=jobshare,
+                       worker_progress_lines=monitor is None or not _is_local(options))
+    except ValueError as exc:
+        if not plan.bigquery.reads:
+            raise
+        # ReadPromptsFromBigQuery checks the table/query and the mapped columns while the pipeline is built.
+        raise UsageError(str(exc)) from None
+    return p
+
+
 def run(argv: Sequence[str] | None = None, *, wait: bool = True):
-    """Run the job; returns the Beam PipelineResult. Raises UsageError for a bad command line.
+    """Run the job; returns the Beam PipelineResult. Raises UsageError for a bad command line (or paths that
+    collide, or output prefixes locked by another run), RunInterrupted when a signal stops it (see main()).
 
     With ``wait`` (the default) it waits for the run to end, writes ``{output}-summary.json`` and sets
     ``result.summary`` (a dict; for ``--dry_run`` the estimate totals) and ``result.summary_path``.
-    ``wait=False`` only submits (a Flex Template launcher must exit after submitting: dataflow/launch.py).
+    ``wait=False`` only submits (a Flex Template launcher must exit after submitting: dataflow/launch.py); it
+    takes no lock, since the run goes on after this process.
     """
     try:
         argv = normalize_argv(list(argv) if argv is not None else sys.argv[1:])
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    check_known_options(argv, UsageError)  # a misspelt option is an error before any work, not a Beam warning
     options = PipelineOptions(argv)
     plan = validate(options)
+    try:
+        check_files(plan)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     n = plan.nightly
-    if n.replay_errors:
-        _check_input(n.replay_errors, "--replay_errors")
-    elif plan.input:
-        _check_input(plan.input)
     total = count_input_lines(plan.input) if plan.input and wait and n.progress_interval_s > 0 else None
     if plan.tiers.deadline is not None:  # the escalation projects the finish from the records left
         total = count_records(n.replay_errors or plan.input)
     run_id = uuid.uuid4().hex
-    try:
-        jobshare = prepare_ledger(plan, options, run_id)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    lock, jobshare = _claim(plan, options, run_id, wait=wait)
+    set_resume_hint(_resume_hint(plan))
     started_at, started = time.time() - 1.0, time.monotonic()  # 1 s of slack for coarse file mtimes
     monitor = _monitor(options, plan, run_id, total) if wait else None
-    with _target_for_run(plan) as plan:
-        p = beam.Pipeline(options=options)
-        try:
-            build_pipeline(p, plan, run_id=run_id, progress_total=total, jobshare=jobshare,
-                           worker_progress_lines=monitor is None or not _is_local(options))
-        except ValueError as exc:
-            if not plan.bigquery.reads:
-                raise
-            # ReadPromptsFromBigQuery checks the table/query and the mapped columns while the pipeline is built.
-            raise UsageError(str(exc)) from None
+    with lock, _target_for_run(plan) as plan:
+        p = _pipeline(options, plan, run_id, total, jobshare, monitor)
         if plan.output and not n.dry_run:
             write_run_info(plan.output, run_id, _run_info(options, plan, total))
         with _monitoring(monitor):
@@ -311,11 +316,17 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True):
             if not wait:
                 return result
             result.wait_until_finish()
-    result.summary = _finish(result, plan, time.monotonic() - started, started_at, jobshare)
+        result.summary = _finish(result, plan, time.monotonic() - started, started_at, jobshare)
+        result.report_path = _report(plan)  # under the lock: the page is one of the run's files
     result.summary_path = (f"{plan.output}-dry-run-summary.json" if n.dry_run
                            else f"{plan.output}-summary.json" if plan.output else None)
-    result.report_path = _report(plan)
     return result
+
+
+def _storage_client(options: PipelineOptions):
+    from apache_beam.io.gcp.gcsio import create_storage_client  # only for a gs:// lock
+
+    return create_storage_client(options)
 
 
 def _format_dry_run(t: dict) -> str:
@@ -331,21 +342,33 @@ def _format_dry_run(t: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
+    """The ``chatbeam`` command; returns the exit code (pipelines/exit_codes.py, README "Reliability")."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    asked = wants_help(argv)
+    if asked:
+        (print_beam_help if asked == "beam" else print_help)()
+        return OK
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
-    try:
-        result = run(sys.argv[1:] if argv is None else argv, wait=wait)
-    except (UsageError, EmulatorStartError) as exc:
-        print(f"chatbeam: error: {exc}", file=sys.stderr)
-        return 2
+    install_log_redaction()
+    quiet_worker_startup()  # multi_processing: no worker start-up noise; the workers' progress lines shown
+    with stop_on_signals():
+        try:
+            result = run(argv, wait=wait)
+        except (UsageError, EmulatorStartError) as exc:
+            print(f"chatbeam: error: {redact(str(exc))}", file=sys.stderr)
+            return USAGE
+        except RunInterrupted as stop:
+            return finish_interrupted(stop)
     summary = getattr(result, "summary", None)
-    if summary is not None:
-        print(_format_dry_run(summary) if summary.get("dry_run") else format_summary(summary))
-        if result.summary_path:
-            print(f"  summary   {result.summary_path}")
-        if getattr(result, "report_path", None):
-            print(f"  report    {result.report_path}")
-    return 0
+    if summary is None:
+        return OK
+    print(_format_dry_run(summary) if summary.get("dry_run") else format_summary(summary))
+    if result.summary_path:
+        print(f"  summary   {result.summary_path}")
+    if getattr(result, "report_path", None):
+        print(f"  report    {result.report_path}")
+    return summary.get("exit_code", OK)
 
 
 if __name__ == "__main__":

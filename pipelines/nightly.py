@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import fnmatch
 import re
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -109,11 +108,6 @@ class NightlyPlan:
         return self.prices if self.prices is not None else PriceTable.load()
 
 
-def _would_overwrite(pattern: str, errors_prefix: str) -> bool:
-    # A new errors shard name that the replay glob matches would replace the files being replayed.
-    return fnmatch.fnmatch(f"{errors_prefix}-00000-of-00001.jsonl", pattern) or pattern.startswith(errors_prefix + "-")
-
-
 def validate_nightly(o: Any, *, output: str | None, errors: str | None) -> NightlyPlan:
     """Check the nightly options of ``o`` (a ChatbeamOptions view); ``output``/``errors`` are the final prefixes.
 
@@ -139,9 +133,7 @@ def validate_nightly(o: Any, *, output: str | None, errors: str | None) -> Night
     replay = with_run_date(o.replay_errors, run_date)
     if replay and o.input:
         raise ValueError("give --input or --replay_errors, not both")
-    if replay and errors and _would_overwrite(replay, errors):
-        raise ValueError(f"this run's errors ({errors}) would land among the files --replay_errors {replay!r} "
-                         "reads; give the replay run its own --output/--errors")
+    # A replay glob that matches this run's own files is refused with the other path rules (pipelines/reliability.py).
     prices = None
     if o.price_table:
         try:

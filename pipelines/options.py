@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass
 
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
@@ -18,13 +19,15 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 from client.batch_run import BatchSettings
 from client.cache import CacheSettings
 from client.config import ClientConfig, Target
+from client.scrub import split_userinfo
 from client.tiers import TierPlan
+from pipelines.answer_options import add_answer_arguments, answer_settings
 from pipelines.cache import add_cache_arguments, validate_cache
 from pipelines.jobledger import add_ledger_arguments
 from pipelines.modes import Modes, add_mode_arguments, validate_modes
 from pipelines.nightly import NightlyPlan, add_nightly_arguments, parse_run_date, validate_nightly, with_run_date
+from pipelines.reliability import ReliabilityPlan, add_reliability_arguments, check_numbers, check_paths
 from schemas.records import DEFAULT_MAX_RECORD_BYTES
-from schemas.registry import UnknownSchema, resolve_schema
 from transforms.bigquery import BigQueryIO, add_bigquery_arguments
 
 __all__ = ["ChatbeamOptions", "Plan", "UsageError", "validate"]
@@ -69,7 +72,8 @@ class ChatbeamOptions(PipelineOptions):
         req.add_argument("--params", default="{}", help='default params as JSON, e.g. \'{"temperature": 0}\'')
         req.add_argument("--temperature", type=float)
         req.add_argument("--max_tokens", type=int)
-        req.add_argument("--schema", help="output schema: a registry name, module:Class, or a JSON-schema file")
+        req.add_argument("--schema", help="output schema for every record: a registry name, module:Class, or a "
+                                          "JSON-schema file (records may name only registry schemas or this one)")
         req.add_argument("--stream", action="store_true", help="stream responses and assemble them")
         req.add_argument("--thinking_budget", type=int, help="extra_body.google.thinking_config.thinking_budget")
         req.add_argument("--include_thoughts", action="store_true",
@@ -89,17 +93,22 @@ class ChatbeamOptions(PipelineOptions):
                             help="turn off AIMD (cut concurrency on 429/503, grow it on success)")
         # Defaults (None here) depend on --service_tier: pipelines/modes.py
         limits.add_argument("--max_attempts", type=int, help="attempts per request (default 6; flex 10)")
-        limits.add_argument("--request_timeout", type=float, help="seconds per attempt (default 120; flex 1200)")
+        limits.add_argument("--request_timeout", type=float,
+                            help="seconds per attempt in total, sending to the last byte (default 120; flex 1200)")
         limits.add_argument("--record_deadline", type=float,
-                            help="seconds per record, retries included (default 900; flex 3600)")
+                            help="seconds per record, everything included: waits, attempts, backoff, re-asks "
+                                 "(default 900; flex 3600)")
         limits.add_argument("--max_reasks", type=int, default=1,
                             help="re-ask turns after a schema-invalid answer (default 1)")
 
+        # In the README's order (chatbeam --help shows the groups this way).
+        add_answer_arguments(parser)
+        add_reliability_arguments(parser)
+        add_mode_arguments(parser)
+        add_ledger_arguments(parser)
         add_nightly_arguments(parser)
         add_cache_arguments(parser)
-        add_ledger_arguments(parser)
         add_bigquery_arguments(parser)
-        add_mode_arguments(parser)
 
 
 @dataclass(frozen=True)
@@ -117,6 +126,7 @@ class Plan:
     vertex_location: str = "us-central1"
     nightly: NightlyPlan = NightlyPlan()  # run date, resume, replay, dry run, budget (pipelines/nightly.py)
     bigquery: BigQueryIO = BigQueryIO()  # tables and queries (transforms/bigquery.py)
+    reliability: ReliabilityPlan = ReliabilityPlan()  # --max_error_rate, --force (pipelines/reliability.py)
     mode: str = "online"  # or "batch" (pipelines/modes.py)
     tiers: TierPlan = TierPlan()  # the online service tier and its deadline
     batch: BatchSettings | None = None  # --mode batch
@@ -140,6 +150,15 @@ def _targets_given(o: ChatbeamOptions) -> list[str]:
     return given
 
 
+def _unset_key_env(name: str) -> str:
+    # The value is echoed only when it looks like a variable name: a user who passed the key itself by mistake
+    # must not see it printed (or logged by a scheduler).
+    if re.fullmatch(r"[A-Z_][A-Z0-9_]{0,63}", name):
+        return f"--api_key_env names {name}, but that environment variable is not set"
+    return ("--api_key_env must be the NAME of an environment variable holding the key (e.g. MY_API_KEY), not the "
+            "key itself; the value given is not a set variable (not shown)")
+
+
 def _target(o: ChatbeamOptions, project: str | None) -> Target | None:
     given = _targets_given(o)
     if len(given) > 1:
@@ -157,7 +176,8 @@ def _target(o: ChatbeamOptions, project: str | None) -> Target | None:
                               root=o.emulator_url, auth="local_tokens")
     if kind == "--base_url":
         if o.api_key_env and not os.environ.get(o.api_key_env):
-            raise UsageError(f"--api_key_env names {o.api_key_env}, but that environment variable is not set")
+            raise UsageError(_unset_key_env(o.api_key_env))
+        split_userinfo(o.base_url)  # a password in the URL becomes a live secret: redacted from this process's logs
         return Target.openai_compatible(o.base_url, o.api_key_env)
     if kind == "--endpoint_url":
         return Target.dedicated(o.endpoint_url)
@@ -216,13 +236,13 @@ def validate(options: PipelineOptions) -> Plan:
         output = with_run_date(o.output, run_date)
         errors = with_run_date(o.errors, run_date) or (f"{output}_errors" if output and not bq.errors_table else None)
         nightly = validate_nightly(o, output=output, errors=errors)
-        cache = validate_cache(o, output=output, errors=errors, prices=nightly.price_table)
+        reliability = check_numbers(o)
+        cache = validate_cache(o, prices=nightly.price_table)
+        check_paths(input=with_run_date(o.input, run_date), output=output, errors=errors,
+                    checkpoint_dir=nightly.checkpoint_dir, replay=nightly.replay_errors,
+                    cache=cache.location if cache else None)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if output and errors and errors.startswith(f"{output}-"):
-        # Beam's file sink deletes "{output}-*-of-NNNNN.jsonl" before it writes: that glob would match the errors.
-        raise UsageError(f"--errors {errors!r} starts with '--output-': the results sink would delete the error "
-                         f"files; use e.g. {output}_errors or another directory")
     # In table names {run_date} is YYYYMMDD, BigQuery's date-sharded convention (Beam's table references allow no
     # dashes); in a query it stays YYYY-MM-DD, fit for a DATE literal.
     compact = run_date.replace("-", "")
@@ -242,11 +262,10 @@ def validate(options: PipelineOptions) -> Plan:
     if "reasoning_effort" in params and "thinking_config" in google:
         raise UsageError("--reasoning_effort and thinking options (--thinking_budget/--include_thoughts) "
                          "cannot be combined: Vertex rejects requests that carry both")
-    if o.schema:
-        try:
-            resolve_schema(o.schema)
-        except UnknownSchema as exc:
-            raise UsageError(str(exc)) from None
+    try:
+        answers = answer_settings(o)  # --tools, --tool_choice, --structured_output, --on_truncation, schemas
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     modes = _modes(o, options, target)
     if modes.mode == "batch" and o.model and not o.model.startswith("google/gemini-"):
         raise UsageError(f"--mode batch sends Gemini's native format: --model {o.model} is not a google/gemini-* "
@@ -273,12 +292,14 @@ def validate(options: PipelineOptions) -> Plan:
         max_reasks=o.max_reasks, max_concurrency=o.max_concurrency, rpm=o.rpm, tpm=o.tpm,
         adaptive=not o.no_adaptive_throttling,
         media_root=os.path.realpath(o.media_root) if o.media_root else None,
-        service_tier=o.service_tier,
+        max_response_bytes=o.max_response_bytes,
+        service_tier=o.service_tier, **answers,
     )
     return Plan(input=with_run_date(o.input, run_date) or "", output=output, errors=errors,
                 num_shards=o.num_shards, max_record_bytes=o.max_record_bytes, client=client, emulator=o.emulator,
                 emulator_args=o.emulator_args, vertex_location=o.vertex_location, nightly=nightly,
-                bigquery=bq, cache=cache, mode=modes.mode, tiers=modes.tiers, batch=modes.batch)
+                bigquery=bq, cache=cache, reliability=reliability, mode=modes.mode, tiers=modes.tiers,
+                batch=modes.batch)
 
 
 def _modes(o: ChatbeamOptions, options: PipelineOptions, target: Target | None) -> Modes:

@@ -65,12 +65,15 @@ def build_summary(counters: Mapping[str, int], *, run_date: str, wall_s: float, 
         "run_date": run_date,
         "records_read": read,
         "results": c("results_written"),
+        "results_truncated": c("results_written_truncated"),  # results cut off (finish_reason "length")
         "errors": c("errors_written"),
         "errors_by_type": errors_by_type,
         "resumed": c("resume_skipped"),
         "replay_skipped": c("replay_skipped"),
         "tokens": {"prompt": c("tokens_prompt"), "completion": c("tokens_completion"),
-                   "reasoning": c("tokens_reasoning"), "cached": c("tokens_cached"), "total": c("tokens_total")},
+                   "reasoning": c("tokens_reasoning"), "cached": c("tokens_cached"), "total": c("tokens_total"),
+                   # Tokens and cost count every answered attempt, those of records that ended as errors too:
+                   "on_errors": c("error_tokens_total")},
         # What to give --est_output_tokens next time (results of this run's calls only).
         "completion_tokens_per_result": round(c("tokens_completion") / c("results"), 1) if c("results") else None,
         "estimated_cost_usd": round(c("cost_nano_usd") / NANO, 6),
@@ -81,6 +84,8 @@ def build_summary(counters: Mapping[str, int], *, run_date: str, wall_s: float, 
         "status_429": c("status_429"),
         "throttled_seconds": c("cumulativeThrottlingSeconds"),
         "checkpoint_write_failures": c("checkpoint_write_failures"),  # > 0: a resume would redo those records
+        "breaker_opened": c("breaker_opened"),  # times the circuit breaker opened (client/breaker.py)
+        "breaker_refused": c("breaker_refused"),  # records it turned into errors without sending them
         "wall_seconds": round(wall_s, 3),
         "records_per_second": round(read / wall_s, 2) if wall_s > 0 else None,
     }
@@ -136,15 +141,23 @@ def format_summary(s: Mapping[str, Any]) -> str:
     lines = [
         f"chatbeam run {s['run_date']}: {s['records_read']:,} records read in {s['wall_seconds']:.1f} s "
         f"({s['records_per_second'] or 0:,.1f} records/s)",
-        f"  results   {s['results']:,}",
+        f"  results   {s['results']:,}" + (f" ({s['results_truncated']:,} cut off: finish_reason length)"
+                                             if s.get("results_truncated") else ""),
         f"  errors    {s['errors']:,}" + (f" ({errors})" if errors else ""),
     ]
     if s.get("resumed"):
         lines.append(f"  resumed   {s['resumed']:,} records already done (not called again)")
+    if s.get("replay_skipped"):
+        lines.append(f"  replay    {s['replay_skipped']:,} permanent errors of the replayed files skipped (a rerun "
+                     "would fail them again; they stay in the earlier run's errors)")
+    if s.get("breaker_refused"):
+        lines.append(f"  breaker   {s['breaker_refused']:,} records not sent: every recent request failed the same "
+                     "way (retryable: --replay_errors after the fix)")
     lines += [
         f"  tokens    prompt {t['prompt']:,}, completion {t['completion']:,}, reasoning {t['reasoning']:,}, "
         f"cached {t['cached']:,}" + (f" ({s['completion_tokens_per_result']:g} completion tokens per result)"
                                      if s.get("completion_tokens_per_result") else ""),
+        f"            (every answered attempt; failed records included: {t.get('on_errors', 0):,} tokens on errors)",
         f"  cost      ~${s['estimated_cost_usd']:.4f}" + (f" (prices as of {s['prices_as_of']})"
                                                         if s.get("prices_as_of") else ""),
     ]
@@ -156,6 +169,8 @@ def format_summary(s: Mapping[str, Any]) -> str:
     if s.get("budget"):
         lines.append(_budget_line(s["budget"]))
     lines += format_cache_summary(s.get("cache"))
+    for reason in s.get("failures") or ():
+        lines.append(f"  FAILED    {reason}")
     if s.get("checkpoint_write_failures"):
         lines.append(f"  WARNING   {s['checkpoint_write_failures']:,} checkpoint files could not be written "
                      "(the outputs are complete; a --resume would redo those records)")

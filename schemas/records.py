@@ -23,15 +23,20 @@ from typing import Any, Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticSerializationError
 
+from client.errors import ChatbeamError, error_class, is_retryable, redact
+
 __all__ = [
     "DEFAULT_MAX_RECORD_BYTES",
     "RAW_KEEP_BYTES",
     "ErrorRecord",
     "ErrorStage",
+    "FunctionCall",
     "InputRecord",
     "ResultRecord",
+    "ToolCall",
     "Usage",
     "canonical_json",
+    "error_record",
     "parse_line",
     "parse_row",
     "read_error",
@@ -137,6 +142,37 @@ class Usage(BaseModel):
 _OUTPUT_CONFIG = ConfigDict(ser_json_inf_nan="strings")
 
 
+class FunctionCall(BaseModel):
+    """The function a tool call names, and its ``arguments`` exactly as the model sent them (JSON text)."""
+
+    model_config = _OUTPUT_CONFIG
+
+    name: str
+    arguments: str = ""
+
+
+class ToolCall(BaseModel):
+    """One tool call of the answer, in the OpenAI shape (so ``id``, ``type``, ``function`` and ``extra_content`` can be
+    sent back as the assistant turn's ``tool_calls``), plus ``arguments_parsed``: the arguments as JSON data when
+    they parse (None when they do not). ``extra_content`` (Gemini's ``thought_signature``) is passed through
+    untouched: a later turn must send it back verbatim."""
+
+    model_config = _OUTPUT_CONFIG
+
+    id: str | None = None
+    type: str = "function"
+    function: FunctionCall
+    arguments_parsed: Any = None
+    extra_content: Any = None
+
+    def to_message_dict(self) -> dict[str, Any]:
+        """The call as an assistant message's ``tool_calls`` entry (what a follow-up turn sends back)."""
+        out: dict[str, Any] = {"id": self.id, "type": self.type, "function": self.function.model_dump()}
+        if self.extra_content is not None:
+            out["extra_content"] = self.extra_content
+        return out
+
+
 class ResultRecord(BaseModel):
     """What came back for one record."""
 
@@ -153,6 +189,7 @@ class ResultRecord(BaseModel):
     attempts: int = 1
     latency_ms: float = 0.0
     alternatives: list[str] | None = None  # contents of choices 2..n when params.n > 1
+    tool_calls: list[ToolCall] | None = None  # the answer's function calls (finish_reason "tool_calls")
     metadata: Any = None
     # When the call step took the record and when it finished (ISO-8601 UTC, milliseconds): the run report's timeline.
     started_at: str | None = None
@@ -184,6 +221,7 @@ class ErrorRecord(BaseModel):
     record: dict[str, Any] | None = None
     raw: str | None = None
     response_text: str | None = None
+    usage: Usage | None = None  # what the record's answered attempts cost (None when nothing was answered)
     metadata: Any = None
     # Set by the call step (like ResultRecord's); None for errors written at read time, which never reached it.
     started_at: str | None = None
@@ -207,25 +245,49 @@ def _writable_text(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def read_error(error_type: str, message: str, *, raw: str | None = None, record: Mapping[str, Any] | None = None,
-               record_id: str | None = None) -> ErrorRecord:
-    """An error record for input that never became a request. It is always writable: what cannot be written
-    (``record``, ``metadata``) is dropped, and ``raw`` keeps the line."""
+def error_record(exc: ChatbeamError, *, record: "InputRecord | Mapping[str, Any] | None" = None,
+                 record_id: str | None = None, request_key: str | None = None, attempts: int = 0,
+                 usage: Usage | None = None, raw: str | None = None, service_tier: str | None = None,
+                 started_at: str | None = None, finished_at: str | None = None,
+                 retryable: bool | None = None) -> ErrorRecord:
+    """The one way an ErrorRecord is built (caller, call DoFn crash path, read errors, dry run): ``error_type``,
+    ``stage`` and ``retryable`` come from the error's class (client/errors.py), the message is redacted,
+    ``response_text`` is what the model answered (when it did). ``record`` is the input record (an InputRecord, or
+    the raw mapping of one that did not validate); ``raw`` the line when it was not a record (kept up to
+    RAW_KEEP_BYTES). ``retryable`` overrides the class's only where the caller knows a rerun path the class cannot
+    (a batch line that failed validation can still succeed online). The result is always writable: what cannot be
+    written (``record``, ``metadata``) is dropped."""
+    if isinstance(record, InputRecord):
+        record_id = record.id if record_id is None else record_id
+        metadata, record_dict = record.metadata, record.to_json_dict()
+    else:
+        metadata = record.get("metadata") if isinstance(record, Mapping) else None
+        record_dict = dict(record) if record is not None else None
+        if record_id is None and isinstance(record, Mapping) and isinstance(record.get("id"), (str, int)):
+            record_id = str(record["id"])
     if raw is not None:
         raw = _writable_text(raw)
         if len(raw.encode("utf-8")) > RAW_KEEP_BYTES:
             raw = raw.encode("utf-8")[:RAW_KEEP_BYTES].decode("utf-8", "ignore") + "…[truncated]"
-    metadata = record.get("metadata") if isinstance(record, Mapping) else None
-    if record_id is None and isinstance(record, Mapping) and isinstance(record.get("id"), (str, int)):
-        record_id = str(record["id"])
-    if record_id is not None:
-        record_id = _writable_text(record_id)
-    error = ErrorRecord(id=record_id, stage="read", error_type=error_type, message=_writable_text(message),
-                        retryable=False, raw=raw, record=dict(record) if record is not None else None,
-                        metadata=metadata)
-    if error.record is not None and unwritable(error) is not None:
+    error = ErrorRecord(
+        id=_writable_text(record_id) if record_id is not None else None, request_key=request_key,
+        stage=exc.stage, error_type=exc.error_type, status_code=exc.status_code, status=exc.status,
+        message=_writable_text(redact(exc.message)),
+        retryable=is_retryable(exc) if retryable is None else retryable, attempts=attempts,
+        record=record_dict, raw=raw, response_text=exc.response_text, usage=usage, metadata=metadata,
+        service_tier=service_tier, started_at=started_at, finished_at=finished_at)
+    if unwritable(error) is not None:
         error.record = error.metadata = None
+        if error.response_text is not None and unwritable(error) is not None:
+            error.response_text = _writable_text(error.response_text)
     return error
+
+
+def read_error(error_type: str, message: str, *, raw: str | None = None, record: Mapping[str, Any] | None = None,
+               record_id: str | None = None) -> ErrorRecord:
+    """An error record for input that never became a request; ``error_type`` is a read-stage type of
+    client/errors.py (``invalid_json``, ``invalid_record``, ...). ``raw`` keeps the line."""
+    return error_record(error_class(error_type)(message), record=record, record_id=record_id, raw=raw)
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -261,6 +323,9 @@ def parse_row(obj: Any, *, raw: str | None = None) -> InputRecord | ErrorRecord:
     return record
 
 
+_ID_SCAN_CHARS = 512  # an id is looked for at the start of a line that could not be read whole
+
+
 def _id_of_broken_line(text: str) -> str | None:
     found = _ID_IN_BROKEN_LINE.match(text)
     if not found:
@@ -280,14 +345,17 @@ def parse_line(line: str | bytes, *, max_record_bytes: int = DEFAULT_MAX_RECORD_
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError as exc:
-            return read_error("invalid_encoding", f"line is not UTF-8: {exc}", raw=line.decode("utf-8", "replace"))
+            readable = line.decode("utf-8", "replace")
+            found = _id_of_broken_line(readable[:_ID_SCAN_CHARS])
+            return read_error("invalid_encoding", f"line is not UTF-8: {exc}", raw=readable,
+                              record_id=found if found and "\ufffd" not in found else None)
         text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark on the first line is not part of the JSON
     else:
         text = line
         size = len(text.encode("utf-8", "replace"))
     if size > max_record_bytes:
         return read_error("record_too_large", f"record is {size} bytes; the limit is {max_record_bytes} "
-                          "(--max_record_bytes)", raw=text)
+                          "(--max_record_bytes)", raw=text, record_id=_id_of_broken_line(text[:_ID_SCAN_CHARS]))
     try:
         obj = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:

@@ -31,12 +31,12 @@ from client.batch_jobs import BatchJobClient, BatchTarget
 from client.batch_resolve import BatchResolver
 from client.batch_run import BatchSettings, Fallback, Missing, prepare, run_group
 from client.config import ClientConfig
-from client.errors import ChatbeamError, is_retryable, redact
+from client.errors import ChatbeamError
 from client.journal import JournalSettings, JournalWriter
 from client.metrics import RunCounters
 from client.pricing import PriceTable
 from client.progress import PROGRESS
-from schemas.records import ErrorRecord, InputRecord, ResultRecord
+from schemas.records import ErrorRecord, InputRecord, ResultRecord, error_record
 from transforms.call import CallChatCompletions
 from transforms.checkpoint import write_file_atomically
 
@@ -79,9 +79,7 @@ class _Counted(beam.DoFn):
 
 
 def _unsendable(record: InputRecord, exc: ChatbeamError) -> ErrorRecord:
-    return ErrorRecord(id=record.id, stage=exc.stage, error_type=exc.error_type, status_code=exc.status_code,
-                       status=exc.status, message=redact(exc.message), retryable=is_retryable(exc), attempts=0,
-                       record=record.to_json_dict(), metadata=record.metadata)
+    return error_record(exc, record=record)
 
 
 class _PrepareFn(_Counted):

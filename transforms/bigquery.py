@@ -26,6 +26,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions
 from schemas.records import ErrorRecord
 from transforms.bigquery_endpoint import BigQueryEndpoint, redirect_beam_bigquery
 from transforms.bigquery_rows import ERRORS_SCHEMA, RESULTS_SCHEMA, ColumnMapping, MissingColumnsError, row_to_record
+from transforms.write import CountWritten
 
 __all__ = [
     "BigQueryIO",
@@ -229,6 +230,7 @@ class WriteRecordsToBigQuery(beam.PTransform):
         if method is not None and method not in WRITE_METHODS:
             raise ValueError(f"BigQuery write method must be one of {', '.join(WRITE_METHODS)}, not {method!r}")
         self._table, self._schema = table, RESULTS_SCHEMA if kind == "results" else ERRORS_SCHEMA
+        self._kind = kind
         self._disposition = to_write_disposition(write_disposition)
         self._method, self._create, self._endpoint = method, create_disposition, endpoint
         self._gcs_temp = custom_gcs_temp_location
@@ -247,7 +249,8 @@ class WriteRecordsToBigQuery(beam.PTransform):
         if self._endpoint is not None:
             redirect_beam_bigquery(self._endpoint)
         method = self._resolve_method(records.pipeline)
-        rows = records | "ToRows" >> beam.Map(self._schema.to_row)
+        counted = records | "Counted" >> CountWritten(f"{self._kind}_written")  # the summary counts what is written
+        rows = counted | "ToRows" >> beam.Map(self._schema.to_row)
         return rows | "WriteToBigQuery" >> beam.io.WriteToBigQuery(
             self._table, schema=self._schema.table_schema(), create_disposition=self._create,
             write_disposition=self._disposition, method=method, custom_gcs_temp_location=self._gcs_temp)

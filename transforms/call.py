@@ -31,14 +31,14 @@ from client.budget import Budget, BudgetConfig
 from client.caller import ChatCaller, utc_iso
 from client.config import ClientConfig
 from client.engine import BoundedSubmitter, Engine
+from client.errors import InternalError
 from client.jobshare import JobShare, JobShareSettings
-from client.errors import redact
 from client.journal import JournalSettings, JournalWriter
 from client.metrics import RunCounters
 from client.progress import PROGRESS, ProgressSettings
 from client.telemetry import TELEMETRY, TelemetrySettings, engine_sample
 from client.tiers import TierPlan, TierSelector
-from schemas.records import ErrorRecord, InputRecord, ResultRecord
+from schemas.records import ErrorRecord, InputRecord, ResultRecord, error_record
 from transforms.checkpoint import write_file_atomically
 
 __all__ = ["CallChatCompletions"]
@@ -48,10 +48,9 @@ NAMESPACE = "chatbeam"
 
 
 def crash_to_error(record: InputRecord, exc: BaseException) -> ErrorRecord:
-    """A bug in the core must not lose the record: it becomes a retryable error record."""
-    return ErrorRecord(id=record.id, stage="request", error_type="internal_error", retryable=True,
-                       message=redact(f"{type(exc).__name__}: {exc}"), record=record.to_json_dict(),
-                       metadata=record.metadata, finished_at=utc_iso(time.time()))
+    """A bug in the core must not lose the record: it becomes a retryable ``internal_error`` record."""
+    return error_record(InternalError(f"internal error: {type(exc).__name__}: {exc}"), record=record,
+                        finished_at=utc_iso(time.time()))
 
 
 class _ProcessState:

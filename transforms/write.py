@@ -3,8 +3,10 @@
 Both sinks are always written: a run with no errors still leaves an (empty) errors file, so "no file" never has to
 be told apart from "no errors".
 
-What is written is counted (namespace ``chatbeam``): ``results_written``, ``errors_written`` and
-``errors_written_<error_type>`` — the run summary's numbers, whichever path a record took (called, resumed, read).
+What is written is counted (namespace ``chatbeam``) by ``CountWritten``, which every sink — these files and the
+BigQuery tables (transforms/bigquery.py) — runs on its input: ``results_written``, ``results_written_truncated``
+(finish_reason ``length``), ``errors_written`` and ``errors_written_<error_type>``. Those are the run summary's
+numbers, whichever path a record took (called, resumed, read) and whatever the sinks are.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from apache_beam.metrics import Metrics
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
 
-__all__ = ["WriteErrors", "WriteJsonl", "WriteResults", "to_json_line"]
+__all__ = ["CountWritten", "WriteErrors", "WriteJsonl", "WriteResults", "to_json_line"]
 
 
 def to_json_line(record: BaseModel) -> str:
@@ -35,18 +37,35 @@ def to_json_line(record: BaseModel) -> str:
                                "unwritable": str(exc)}, ensure_ascii=True, default=str)
 
 
-class _ToJsonFn(beam.DoFn):
-    def __init__(self, counter: str | None) -> None:
+class _CountFn(beam.DoFn):
+    def __init__(self, counter: str) -> None:
         self._counter_name = counter
-        self._counter = Metrics.counter("chatbeam", counter) if counter else None
+        self._counter = Metrics.counter("chatbeam", counter)
 
     def process(self, record: Any):
-        if self._counter is not None:
-            self._counter.inc()
-            error_type = getattr(record, "error_type", None)
-            if error_type:
-                Metrics.counter("chatbeam", f"{self._counter_name}_{error_type}").inc()
-        yield record if isinstance(record, str) else to_json_line(record)
+        self._counter.inc()
+        error_type = getattr(record, "error_type", None)
+        if error_type:
+            Metrics.counter("chatbeam", f"{self._counter_name}_{error_type}").inc()
+        elif getattr(record, "finish_reason", None) == "length":
+            Metrics.counter("chatbeam", f"{self._counter_name}_truncated").inc()
+        yield record
+
+
+class CountWritten(beam.PTransform):
+    """Count the records a sink is given (``{counter}``, ``{counter}_<error_type>``, ``{counter}_truncated``); the
+    records pass through unchanged. Every sink applies it, so the summary equals what the sinks hold."""
+
+    def __init__(self, counter: str) -> None:
+        super().__init__()
+        self._counter = counter
+
+    def expand(self, records):
+        return records | "Count" >> beam.ParDo(_CountFn(self._counter))
+
+
+def _to_json(record: Any) -> str:
+    return record if isinstance(record, str) else to_json_line(record)
 
 
 class WriteJsonl(beam.PTransform):
@@ -67,8 +86,10 @@ class WriteJsonl(beam.PTransform):
         self._template = shard_name_template
 
     def expand(self, records):
+        if self.counter:
+            records = records | "Counted" >> CountWritten(self.counter)
         return (records
-                | "ToJson" >> beam.ParDo(_ToJsonFn(self.counter))
+                | "ToJson" >> beam.Map(_to_json)
                 | "WriteJsonl" >> beam.io.WriteToText(self._prefix, file_name_suffix=".jsonl",
                                                       num_shards=self._num_shards,
                                                       shard_name_template=self._template))

@@ -231,3 +231,20 @@ def test_compact_command_merges_shards_and_the_cache_still_answers(vertex_emulat
     assert cli_main(["cache", "compact", "proj:dataset.table"]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 3 and all(e.startswith("chatbeam cache: error: ") for e in errors)
+
+
+@pytest.mark.parametrize("where", ["output", "input"])
+def test_a_cache_colliding_with_the_runs_files_is_a_one_line_exit_2(vertex_emulator, tmp_path, capsys, where):
+    """The cache at the --output prefix, or an --input glob that would read its shards: refused before any work."""
+    (tmp_path / "in").mkdir()
+    src = write_jsonl(tmp_path / "in" / "a.jsonl", night(5))
+    if where == "output":
+        argv = ["--input", str(src), "--output", str(tmp_path / "o" / "r"), "--cache", str(tmp_path / "o" / "r")]
+    else:
+        argv = ["--input", str(tmp_path / "in" / "*.jsonl"), "--output", str(tmp_path / "o" / "r"),
+                "--cache", str(tmp_path / "in")]
+    code = cli_main([*argv, "--emulator_url", vertex_emulator.url, "--progress_interval_s", "0"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith("chatbeam: error:"), err
+    assert ("lies under --output" if where == "output" else "response cache files") in err
+    assert sent(vertex_emulator) == 0 and not (tmp_path / "o").exists()

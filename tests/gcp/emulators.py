@@ -5,7 +5,7 @@
 * GCS: PyPI ``gcp-storage-emulator`` (pure Python), on disk, reached through ``STORAGE_EMULATOR_HOST``, which
   google-cloud-storage, and so Beam's gcsio, honours. Version 2026.7.19 ignores request preconditions
   (``ifGenerationMatch``: its upload handlers never read it), which the job ledger's create-if-absent needs; it is
-  started through a tiny launcher that adds GCS's documented rule to object uploads (412 unless the live
+  started through a tiny launcher that adds GCS's documented rule to object uploads and deletes (412 unless the live
   generation equals ``ifGenerationMatch``; 0 means "no live object"). The emulator serves one request at a time
   (``http.server.HTTPServer``), so the check and the write cannot interleave. ``honour_preconditions=False``
   starts it as shipped.
@@ -54,7 +54,8 @@ main()
 """
 
 
-# Runs inside the emulators' Python: gcp-storage-emulator, plus GCS's ifGenerationMatch on JSON-API uploads.
+# Runs inside the emulators' Python: gcp-storage-emulator, plus GCS's ifGenerationMatch on JSON-API uploads and
+# deletes (the run lock deletes only its own generation).
 _GCS_LAUNCHER = """
 import sys
 from http import HTTPStatus
@@ -69,6 +70,8 @@ def _precondition_failed(request, response, storage):
     name = (request.query.get("name") or [None])[0]
     if name is None and isinstance(request.data, dict):
         name = (request.data.get("meta") or {}).get("name")
+    if name is None:
+        name = request.params.get("object_id")  # a delete names its object in the path
     try:
         current = str(storage.get_file_obj(request.params["bucket_name"], name)["generation"])
     except NotFound:
@@ -88,7 +91,7 @@ def _guard(handler):
 
 for _regex, routes in server.HANDLERS:
     for method, handler in list(routes.items()):
-        if handler is objects.insert:
+        if handler is objects.insert or handler is objects.delete:
             routes[method] = _guard(handler)
 
 from gcp_storage_emulator.__main__ import main

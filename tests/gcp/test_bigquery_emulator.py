@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import re
 import uuid
 
 import apache_beam as beam
@@ -226,7 +227,35 @@ def test_the_extract_command_reads_a_table_and_writes_tables(bq_client, bq_endpo
     assert sorted(ids, key=int) == [str(i) for i in range(N)]  # each row exactly once, across the two tables
     assert {e["id"] for e in err} == {str(i) for i in range(N) if _bad(i)}
     assert all(json.loads(r["metadata"]).keys() == {"lang", "batch"} for r in res)
-    assert "results   " in capsys.readouterr().out  # the run summary is printed even with no file sink
+    # The printed summary (there is no file sink) equals what the tables hold: the BigQuery writers count.
+    assert _printed_counts(capsys.readouterr().out) == (len(res), len(err), {"invalid_record": len(err)})
+
+
+def _printed_counts(out: str) -> tuple[int, int, dict[str, int]]:
+    results = int(re.search(r"^  results +([\d,]+)", out, re.M).group(1).replace(",", ""))
+    found = re.search(r"^  errors +([\d,]+)(?: \((.*)\))?$", out, re.M)
+    by_type = {k: int(v) for k, v in (part.rsplit(" ", 1) for part in found.group(2).split(", "))} if found.group(2) \
+        else {}
+    return results, int(found.group(1).replace(",", "")), by_type
+
+
+def test_a_run_writing_a_table_and_error_files_counts_both_sinks(bq_client, bq_endpoint, gcs_emulator, dataset,
+                                                                  source_table, tmp_path, capsys):
+    """Results to a table, errors to files: the printed summary equals what each sink holds."""
+    from pipelines.extract import main
+
+    errors = tmp_path / "errors"
+    code = main(["--project", PROJECT, "--temp_location", f"gs://{gcs_emulator.bucket}/tmp",
+                 "--input_table", source_table, "--id_column", "qid", "--prompt_column", "question",
+                 "--output_table", f"{PROJECT}:{dataset}.mixed_results", "--errors", str(errors),
+                 "--bigquery_endpoint", bq_endpoint.rest_url, "--bigquery_storage_endpoint",
+                 bq_endpoint.storage_target, "--emulator", "--progress_interval_s", "0"])
+    assert code == 0, capsys.readouterr().err
+    res = _rows(bq_client, f"{PROJECT}:{dataset}.mixed_results")
+    err = [json.loads(line) for path in sorted(tmp_path.glob("errors-*.jsonl"))
+           for line in path.read_text().splitlines()]
+    assert len(res) + len(err) == N and len(err) == sum(1 for i in range(N) if _bad(i))
+    assert _printed_counts(capsys.readouterr().out) == (len(res), len(err), {"invalid_record": len(err)})
 
 
 def test_the_extract_command_names_missing_columns_as_a_usage_error(bq_endpoint, gcs_emulator, source_table,

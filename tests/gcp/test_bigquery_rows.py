@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from schemas.records import ErrorRecord, InputRecord, ResultRecord, Usage
+from schemas.records import ErrorRecord, FunctionCall, InputRecord, ResultRecord, ToolCall, Usage
 from transforms.bigquery_rows import (ERRORS_SCHEMA, RESULTS_SCHEMA, ColumnMapping, MissingColumnsError, json_safe,
                                       row_schema, row_to_record)
 
@@ -141,6 +141,21 @@ def test_results_schema_covers_every_field_with_bigquery_types():
     assert [f["name"] for f in fields["usage"]["fields"]] == list(Usage.model_fields)
     assert RESULTS_SCHEMA.json_fields == {"parsed", "metadata"}
     assert all(fields[n]["type"] == "STRING" for n in RESULTS_SCHEMA.json_fields)
+
+
+def test_tool_calls_are_a_repeated_record_with_json_text_for_free_form_values():
+    fields = _by_name(RESULTS_SCHEMA)["tool_calls"]
+    assert (fields["type"], fields["mode"]) == ("RECORD", "REPEATED")
+    sub = {f["name"]: f for f in fields["fields"]}
+    assert [f["name"] for f in sub["function"]["fields"]] == ["name", "arguments"]
+    assert sub["arguments_parsed"]["type"] == sub["extra_content"]["type"] == "STRING"  # JSON text
+    call = ToolCall(id="c1", function=FunctionCall(name="f", arguments='{"x": 1}'), arguments_parsed={"x": 1},
+                    extra_content={"google": {"thought_signature": "s"}})
+    row = RESULTS_SCHEMA.to_row(ResultRecord(id="a", request_key="k", tool_calls=[call]))
+    [out] = row["tool_calls"]
+    assert out["function"] == {"name": "f", "arguments": '{"x": 1}'} and json.loads(out["arguments_parsed"]) == {"x": 1}
+    assert json.loads(out["extra_content"]) == {"google": {"thought_signature": "s"}}
+    assert _by_name(ERRORS_SCHEMA)["usage"]["type"] == "RECORD"  # what a failed record spent
 
 
 def test_errors_schema():

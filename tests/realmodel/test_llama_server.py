@@ -2,7 +2,7 @@
 
 What is asserted is structure, never wording: each input id ends in exactly one result or one error; results carry
 usage and a finish_reason; structured output parses and validates against the JSON-schema file with jsonschema;
-the errors are the ones a user would expect (a run cut by ``max_tokens`` is ``truncated``, never retried).
+a run cut by ``max_tokens`` is a result with its text and finish_reason ``length``, sent once.
 The direct-SDK tests pin the peer's own behaviour that the client relies on (grammar-enforced ``json_schema``,
 ``stream_options.include_usage``, error bodies), so a llama-server upgrade that changes it fails here first.
 
@@ -37,7 +37,8 @@ PLAIN_MAX_TOKENS = 64
 
 def plain_records() -> list[dict]:
     records = [{"id": f"plain-{i}", "prompt": p, "metadata": {"i": i}} for i, p in enumerate(SHORT_PROMPTS)]
-    # Cannot finish in 3 tokens: must come back as a `truncated` error, sent once (a permanent error).
+    # Cannot finish in 3 tokens: a result with its text and finish_reason "length", sent once (--on_truncation
+    # result, the default).
     records.append({"id": "cut-short", "prompt": "Write a long story about a dragon and a knight.",
                     "params": {"max_tokens": 3}})
     return records
@@ -59,10 +60,11 @@ def check_plain_run(records: list[dict], out) -> None:
     assert_each_id_once(records, out)
     by_id = out.by_id()
     cut = by_id["cut-short"]
-    assert (cut.get("error_type"), cut.get("stage"), cut.get("retryable"), cut.get("attempts")) == \
-        ("truncated", "response", False, 1)
-    for result in out.results:
-        assert result["finish_reason"] == "stop"
+    assert (cut.get("finish_reason"), cut.get("attempts"), cut["usage"]["completion_tokens"]) == ("length", 1, 3)
+    assert cut["content"].strip()  # the text that was paid for is kept
+    assert out.errors == []
+    for result in (r for r in out.results if r["id"] != "cut-short"):
+        assert result["finish_reason"] in ("stop", "length")  # this model sometimes rambles past the bound
         assert isinstance(result["content"], str) and result["content"].strip()
         # 1, or 2 when a pooled keep-alive connection was closed by llama-server under load ("Server disconnected
         # without sending a response": a connection_error, retried) -- seen on a busy 2-core machine.
@@ -70,9 +72,8 @@ def check_plain_run(records: list[dict], out) -> None:
         assert result["model"]  # llama-server reports its GGUF path, not the requested name
         assert result["metadata"] == {"i": int(result["id"].split("-")[1])}
         assert_usage(result, PLAIN_MAX_TOKENS)
-    for error in out.errors:  # this model sometimes rambles past the bound: that is `truncated`, never a retry
-        assert (error["error_type"], error["attempts"], error["retryable"]) == ("truncated", 1, False), error
-    assert len(out.results) >= len(SHORT_PROMPTS) // 2, "most short prompts should end on their own"
+    ended = [r for r in out.results if r["finish_reason"] == "stop"]
+    assert len(ended) >= len(SHORT_PROMPTS) // 2, "most short prompts should end on their own"
 
 
 def test_plain_run(run_pipeline):

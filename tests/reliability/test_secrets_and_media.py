@@ -83,7 +83,8 @@ def test_api_key_from_env_never_logged_or_written(keyed_emulator, tmp_path):
     assert stats["by_status"].get("500", 0) > 0 and stats["faults"].get("reset", 0) > 0  # errors were logged
 
     keyed_emulator.set_faults({})
-    bad, results2, errors2 = run_cli(tmp_path, "bad", records[:5], target, {"CHATBEAM_SECRET_TEST_KEY": WRONG_KEY})
+    bad, results2, errors2 = run_cli(tmp_path, "bad", records[:5], target, {"CHATBEAM_SECRET_TEST_KEY": WRONG_KEY},
+                                     "--max_error_rate", "1")  # every record fails on purpose: not an exit 3
     assert results2 == [] and len(errors2) == 5
     assert {(e["error_type"], e["status_code"], e["attempts"]) for e in errors2} == {("auth_error", 401, 1)}
     assert "DEBUG" in good.stderr  # the capture really saw debug logging

@@ -264,12 +264,16 @@ async def test_streamed_error_status_is_mapped(harness) -> None:
 
 # ------------------------------------------------------------------------------------------ response problems
 
-@pytest.mark.parametrize(("finish", "error_type"), [("length", "truncated"), ("content_filter", "content_filtered")])
-async def test_truncated_and_filtered_are_permanent(harness, finish: str, error_type: str) -> None:
-    h = harness([completion("", finish=finish)])
+@pytest.mark.parametrize(("finish", "error_type", "on_truncation"),
+                         [("length", "truncated", "error"), ("content_filter", "content_filtered", "result")])
+async def test_truncated_and_filtered_are_permanent(harness, finish: str, error_type: str, on_truncation: str) -> None:
+    h = harness([completion("cut off he", finish=finish)], on_truncation=on_truncation)
     out = await h.caller.complete(rec())
     assert isinstance(out, ErrorRecord)
     assert (out.error_type, out.stage, out.retryable, out.attempts) == (error_type, "response", False, 1)
+    # What the model answered and what it cost are kept on the error record.
+    assert out.response_text == "cut off he"
+    assert out.usage is not None and out.usage.total_tokens == 7
 
 
 async def test_schema_invalid_answer_is_reasked_with_the_error(harness) -> None:
@@ -320,6 +324,7 @@ async def test_a_bug_still_yields_one_error_record(harness) -> None:
     h = harness([completion("ok")], limiter=BrokenLimiter())
     out = await h.caller.complete(rec())
     assert isinstance(out, ErrorRecord) and out.error_type == "internal_error" and "limiter bug" in out.message
+    assert out.retryable  # a bug is worth a rerun once fixed: the same answer as the DoFn's crash path
 
 
 async def test_counters_and_deltas(harness) -> None:

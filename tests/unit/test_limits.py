@@ -16,6 +16,7 @@ import selectors
 
 import pytest
 
+from client import limits
 from client.limits import Permit, RequestLimiter, TokenBucket
 
 
@@ -340,11 +341,11 @@ def test_acquire_is_first_come_first_served():
     assert run_virtual(main) == list(range(8))
 
 
-# -- AIMD --------------------------------------------------------------------------------------------------------
+# -- the adaptive window -----------------------------------------------------------------------------------------
 
 
 def _limiter(clock: FakeClock, **kw) -> RequestLimiter:
-    return RequestLimiter(clock=clock, sleep=recording_sleep(clock, []), pace_s=0, **kw)
+    return RequestLimiter(clock=clock, sleep=recording_sleep(clock, []), **kw)
 
 
 def test_slow_start_grows_by_one_per_success_up_to_max_concurrency():
@@ -364,6 +365,11 @@ def test_slow_start_grows_by_one_per_success_up_to_max_concurrency():
     assert run(main()) == [8, 16, 20, 20]  # doubles per round trip, capped
 
 
+def test_slow_start_begins_at_two_so_many_processes_do_not_open_with_a_burst():
+    limiter = RequestLimiter(max_concurrency=64)
+    assert limiter.limit == 2 and limiter.stats()["window"] == 2
+
+
 def test_non_adaptive_limit_is_fixed_at_max_concurrency():
     clock = FakeClock()
     limiter = _limiter(clock, max_concurrency=12, adaptive=False)
@@ -377,32 +383,115 @@ def test_non_adaptive_limit_is_fixed_at_max_concurrency():
     assert limiter.limit == 12 and limiter.cuts == 0 and limiter.throttle_events == 12
 
 
+def _fill_and_answer(limiter, clock, rounds, rtt=1.0):
+    """Slow start against a pool with room: each round trip, fill the window and have every attempt succeed."""
+    async def main():
+        for _ in range(rounds):
+            permits = [await limiter.acquire() for _ in range(limiter.limit)]
+            clock.now += rtt
+            for p in permits:
+                p.done("ok")
+    run(main())
+
+
+def test_slow_start_ends_keeping_what_the_pool_accepted_not_half():
+    # A pool of 30 requests/s at 1 s round trips: slow start reaches 32 in flight, and the pool refuses the first
+    # attempt past its 30 per second. Halving would leave 16 (half the pool unused); the exit keeps 0.8 x the
+    # window that the rate the pool accepted over the last second needs (0.8: room for others, and for error).
+    clock = FakeClock()
+    limiter = _limiter(clock, max_concurrency=64, initial_limit=2)
+    _fill_and_answer(limiter, clock, rounds=4)  # 2 -> 4 -> 8 -> 16 -> 32
+
+    async def main():
+        permits = [await limiter.acquire() for _ in range(32)]
+        clock.now += 0.01
+        permits[30].done("throttled")  # the 31st of this second: refused at once; the others are in flight
+        return permits
+
+    permits = run(main())
+    assert limiter.cuts == 1 and limiter.window == pytest.approx(0.8 * 31, abs=0.01)  # 32 sent, 1 refused
+    clock.now += 1.0
+    for p in permits:
+        p.done("ok")
+
+
 def test_a_burst_of_throttles_from_one_overload_cuts_once():
     clock = FakeClock()
     limiter = _limiter(clock, max_concurrency=64, initial_limit=40)
 
     async def main():
         permits = [await limiter.acquire() for _ in range(40)]
-        for p in permits:  # forty 429s, all from requests sent before the cut
+        for p in permits:  # forty 429s, all from requests sent before the cut: a storm, not a filling window
             clock.now += 0.001
             p.done("throttled")
         assert limiter.cuts == 1 and limiter.throttle_events == 40
-        assert limiter.limit == 20  # the cut that ends slow start halves
+        # The exit first kept what it had sent (0.8 x 39); each refusal that followed took its share back,
+        # down to the halved window.
+        assert limiter.window == pytest.approx(20) and limiter.limit == 20
 
-        # A request admitted after the cut and throttled is a new signal, but within one round trip of the
-        # cut (1 s until a success has measured it) it is still the same overload.
+        # A request admitted after the cut and throttled is a new signal, but within cooldown_s (1 s) of the cut
+        # it is still the same overload: a quota window remembers it.
         (await limiter.acquire()).done("throttled")
         assert limiter.cuts == 1
-        # A success that grows the limit, then a throttle a round trip later: a probe that overshot (×0.95).
-        held = [await limiter.acquire() for _ in range(20)]
-        clock.now += 1.0
-        held.pop().done("ok")
-        for p in held:
-            p.done("error")
-        (await limiter.acquire()).done("throttled")
-        assert limiter.cuts == 2 and limiter._cwnd == pytest.approx((20 + (20 / 128) / 20) * 0.95, abs=1e-6)
 
     run(main())
+    # Successes that grow the window, then a throttle: a probe that overshot. This process has seen few 429s
+    # (none in hundreds of attempts), so the cut is the gentlest (x0.95).
+    clock.now += 1.0
+    _steady(limiter, clock, 400)
+    before = limiter.window
+    assert before > 20
+    run(limiter.acquire()).done("throttled")
+    assert limiter.cuts == 2 and limiter.window == pytest.approx(before * 0.95, abs=1e-6)
+
+
+def _steady(limiter, clock, successes, *, throttled_every=0, rtt=0.3):
+    """Keep the window full: release one, admit one. Every ``throttled_every``-th attempt is answered 429 instead
+    (refused at once), spread out so each can cut. Returns the cut factors seen."""
+    factors = []
+
+    async def main():
+        permits = collections.deque([await limiter.acquire() for _ in range(limiter.limit)])
+        for i in range(successes):
+            clock.now += rtt / max(1, limiter.limit)
+            permits.popleft().done("ok")
+            while len(permits) < limiter.limit:  # refill up to the window (after a cut, let it drain)
+                permits.append(await limiter.acquire())
+            if throttled_every and i % throttled_every == throttled_every - 1:
+                before, cuts = limiter.window, limiter.cuts
+                clock.now += 1.0  # past the cooldown
+                if permits:
+                    permits.popleft().done("ok")  # make room for the attempt that gets the 429
+                    before = limiter.window
+                (await limiter.acquire()).done("throttled")
+                if limiter.cuts > cuts:
+                    factors.append(limiter.window / before)
+        for p in permits:
+            p.done("error")
+
+    run(main())
+    return factors
+
+
+def _after_slow_start(window, clock, **kw):
+    limiter = _limiter(clock, max_concurrency=1024, initial_limit=window, **kw)
+    (run(limiter.acquire())).done("throttled")  # slow start ends: halved (one sent, refused)
+    clock.now += 2.0  # past the cooldown: from now on attempts count in the 429 share
+    return limiter
+
+
+def test_the_cut_deepens_with_the_share_of_attempts_answered_429():
+    # A process that sees 429s rarely (one in 1,000 attempts) keeps the gentlest cut; one that sees one in 50
+    # (a crowded pool: many processes probing) cuts by half.
+    clock = FakeClock()
+    alone = _after_slow_start(60, clock)
+    gentle = _steady(alone, clock, 5000, throttled_every=1000)
+    crowded = _after_slow_start(8, clock)
+    deep = _steady(crowded, clock, 600, throttled_every=50)
+    assert gentle and all(f == pytest.approx(0.95, abs=0.01) for f in gentle)
+    assert alone.stats()["recent_429_share"] < 0.004
+    assert crowded.stats()["recent_429_share"] > 0.012
+    assert deep[-1] == pytest.approx(0.5, abs=0.01)
 
 
 def test_throttles_in_a_row_without_growth_cut_deeper_each_time():
@@ -411,137 +500,133 @@ def test_throttles_in_a_row_without_growth_cut_deeper_each_time():
 
     async def main():
         (await limiter.acquire()).done("throttled")  # ends slow start: 100
-        limits = []
-        for _ in range(6):  # a 429 storm: every attempt refused, one round trip apart
+        windows = [limiter.window]
+        for _ in range(4):  # a 429 storm: every attempt refused, one cooldown apart
             clock.now += 1.0
             (await limiter.acquire()).done("throttled")
-            limits.append(round(limiter._cwnd, 3))
-        # Growth resets the streak: the next cut is a plain ×0.95 again.
-        held = [await limiter.acquire() for _ in range(limiter.limit)]
-        held.pop().done("ok")
-        for p in held:
-            p.done("error")
-        before = limiter._cwnd
-        clock.now += 1.0
-        (await limiter.acquire()).done("throttled")
-        return limits, limiter._cwnd / before
+            windows.append(limiter.window)
+        return windows
 
-    limits, last_factor = run(main())
-    factors = [b / a for a, b in zip([100.0] + limits, limits)]
-    # The first storm cut already follows one (the slow-start exit) with no growth between: second in a row.
-    assert factors == pytest.approx([0.95 ** 2, 0.95 ** 4, 0.95 ** 8, 0.5, 0.5, 0.5], abs=1e-3)
-    assert last_factor == pytest.approx(0.95)
+    windows = run(main())
+    factors = [b / a for a, b in zip(windows, windows[1:])]
+    # At least 0.95^2, 0.95^4, ... down to half (here half at once: the 429 share climbs with the storm), and
+    # never deeper than half per cut.
+    assert all(0.5 - 1e-9 <= f <= max(0.5, 0.95 ** 2 ** (i + 1)) + 1e-9 for i, f in enumerate(factors))
+    assert windows[-1] < windows[0] / 4
 
 
-def test_cooldown_window_spaces_cuts_in_time():
+def _per_round_trip(window):
+    return window * limits.MI_STEP + limits.AI_STEP / max(window, limits.SMALL_WINDOW)
+
+
+def test_growth_per_round_trip_is_a_fraction_of_the_window_plus_more_for_small_ones_and_only_when_used():
     clock = FakeClock()
-    limiter = _limiter(clock, max_concurrency=64, initial_limit=32, cooldown_s=2.0)
+    limiter = _after_slow_start(256, clock)  # 128
+    # One round trip's worth of successes (128) with the window full: MI_STEP x 128 + AI_STEP / 128, boosted while
+    # 429s are rarer than CROWD_REF.
+    _steady(limiter, clock, 128)
+    grown = limiter.window - 128
+    assert _per_round_trip(128) <= grown + 1e-9 <= limits.MAX_BOOST * _per_round_trip(128) + 1e-6
+    # A small window (a share of a crowded pool) grows by more than its multiplicative part: shares converge.
+    small = _after_slow_start(2, clock)  # 1
+    _steady(small, clock, 1)
+    assert small.window - 1 == pytest.approx(_per_round_trip(1), rel=0.3)
+    assert _per_round_trip(1) > 5 * 1 * limits.MI_STEP
 
-    async def main():
-        (await limiter.acquire()).done("throttled")  # cut 1 (at t=0)
-        clock.now = 1.0
-        (await limiter.acquire()).done("throttled")  # new epoch but inside the cooldown: ignored
-        assert limiter.cuts == 1
-        clock.now = 2.5
-        (await limiter.acquire()).done("throttled")
-        assert limiter.cuts == 2
-
-    run(main())
-
-
-def test_additive_increase_is_about_one_per_round_trip_and_only_when_used():
-    clock = FakeClock()
-    limiter = _limiter(clock, max_concurrency=512, initial_limit=256)
-
-    async def main():
-        (await limiter.acquire()).done("throttled")  # leaves slow start at 128
-        assert limiter.limit == 128
-        # Keep the limit full: release one, admit one — 128 successes is one round trip's worth.
-        permits = collections.deque([await limiter.acquire() for _ in range(128)])
-        for _ in range(128):
-            permits.popleft().done("ok")
-            permits.append(await limiter.acquire())
-        assert limiter._cwnd == pytest.approx(129, abs=0.05)
-        for p in permits:
-            p.done("ok")
-        # Application-limited: one request at a time never grows the limit.
-        before = limiter._cwnd
+    async def one_at_a_time():  # application-limited: one request at a time never grows the window
         for _ in range(100):
+            clock.now += 0.3
             (await limiter.acquire()).done("ok")
-        assert limiter._cwnd == before
 
-    run(main())
+    before = limiter.window
+    run(one_at_a_time())
+    assert limiter.window == before
 
 
-def test_small_limits_probe_gently():
+def test_growth_is_faster_while_429s_are_rarer_than_the_reference_share():
     clock = FakeClock()
-    limiter = _limiter(clock, max_concurrency=64, initial_limit=8)
-
-    async def main():
-        (await limiter.acquire()).done("throttled")  # → 4
-        assert limiter.limit == 4
-        permits = collections.deque([await limiter.acquire() for _ in range(4)])
-        for _ in range(4 * 10):  # ten round trips at limit 4: +0.1 each (4/128 is below the minimum step)
-            permits.popleft().done("ok")
-            permits.append(await limiter.acquire())
-        assert 4.85 < limiter._cwnd < 5.0  # ~+1
-
-    run(main())
+    fresh = _after_slow_start(64, clock)  # 32, with a prior of 0.4 %: no boost yet
+    _steady(fresh, clock, 32)
+    first_round = fresh.window - 32
+    _steady(fresh, clock, 3000)  # thousands of successes, no 429: the pool has room
+    before = fresh.window
+    _steady(fresh, clock, int(before))
+    later_round = fresh.window - before
+    assert first_round == pytest.approx(_per_round_trip(32), rel=0.2)
+    assert later_round > 4 * _per_round_trip(before)
 
 
-def test_cut_never_goes_below_one_and_growth_never_above_max():
+def test_window_never_below_the_minimum_nor_above_max_concurrency_and_limit_is_its_ceiling():
     clock = FakeClock()
     limiter = _limiter(clock, max_concurrency=3, initial_limit=3)
 
     async def main():
-        for _ in range(20):
+        for _ in range(40):
+            clock.now += 1.0
             (await limiter.acquire()).done("throttled")
-        assert limiter.limit == 1
-        for _ in range(2000):
+        assert limiter.window == pytest.approx(limits.MIN_WINDOW) and limiter.limit == 1
+        for _ in range(3000):
+            clock.now += 1.0
             ps = [await limiter.acquire() for _ in range(limiter.limit)]
             for p in ps:
                 p.done("ok")
-        assert limiter.limit == 3
+        assert limiter.limit == 3 and limiter.window == 3
 
     run(main())
 
 
-def test_pace_after_a_cut_spaces_admissions_by_rtt_over_limit():
+def test_after_a_cut_admissions_are_paced_at_rtt_over_window():
     async def main(clock):
-        limiter = RequestLimiter(max_concurrency=64, initial_limit=20, clock=clock, sleep=asyncio.sleep,
-                                 pace_s=2.0)
+        limiter = RequestLimiter(max_concurrency=64, initial_limit=20, clock=clock, sleep=asyncio.sleep)
         p = await limiter.acquire()
         await asyncio.sleep(0.5)
-        p.done("ok")  # rtt 0.5
+        p.done("ok")  # rtt 0.5 (one in flight of 20: no growth)
         p = await limiter.acquire()
-        p.done("throttled")  # cut (end of slow start): limit 21 → 10
+        p.done("throttled")  # slow start ends: 20 -> 10
         assert limiter.limit == 10
         stamps = []
         for _ in range(5):
             p = await limiter.acquire()
             stamps.append(clock())
             p.done("error")
-        await asyncio.sleep(3)  # the pace window is over
-        t = clock()
-        for _ in range(3):
-            (await limiter.acquire()).done("error")
-        return limiter, stamps, clock() - t
+        return limiter, stamps
 
-    limiter, stamps, unpaced = run_virtual(main)
+    limiter, stamps = run_virtual(main)
     gaps = [b - a for a, b in zip(stamps, stamps[1:])]
     assert stamps[0] == pytest.approx(0.55) and gaps == pytest.approx([0.05] * 4)  # 0.5 s / 10
-    assert unpaced == 0
     assert limiter.throttled_seconds == pytest.approx(0.25)
+
+
+def test_a_window_below_one_sends_one_request_every_rtt_over_window():
+    async def main(clock):
+        limiter = RequestLimiter(max_concurrency=64, initial_limit=1, clock=clock, sleep=asyncio.sleep)
+        p = await limiter.acquire()
+        await asyncio.sleep(0.4)
+        p.done("ok")  # rtt 0.4, window 2
+        for _ in range(3):  # a storm: 2 -> 1 -> ... well below one request in flight
+            (await limiter.acquire()).done("throttled")
+            await asyncio.sleep(1.5)
+        window = limiter.window
+        stamps = []
+        for _ in range(4):
+            p = await limiter.acquire()
+            stamps.append(clock())
+            p.done("error")
+        return window, stamps
+
+    window, stamps = run_virtual(main)
+    assert window < 1
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    assert gaps == pytest.approx([0.4 / window] * 3)
 
 
 def test_pace_keeps_its_schedule_when_an_admission_is_late():
     async def main(clock):
-        limiter = RequestLimiter(max_concurrency=64, initial_limit=20, clock=clock, sleep=asyncio.sleep,
-                                 pace_s=5.0)
+        limiter = RequestLimiter(max_concurrency=64, initial_limit=20, clock=clock, sleep=asyncio.sleep)
         p = await limiter.acquire()
         await asyncio.sleep(0.5)
-        p.done("ok")  # rtt 0.5
-        (await limiter.acquire()).done("throttled")  # limit 10: one admission per 0.05 s, first at 0.55
+        p.done("ok")  # rtt 0.5, window 20
+        (await limiter.acquire()).done("throttled")  # window 10: one admission per 0.05 s, first at 0.55
         stamps = []
         for late in (0.0, 0.07, 0.0, 0.2, 0.0):
             await asyncio.sleep(late)
@@ -552,6 +637,22 @@ def test_pace_keeps_its_schedule_when_an_admission_is_late():
     # 0.55; late to 0.62 (slot was 0.60) → the next is still due at 0.65; late to 0.85 (slot was 0.70) → at most
     # one interval is banked: one more at once (0.85), then the schedule resumes (0.90, ...).
     assert run_virtual(main) == pytest.approx([0.55, 0.62, 0.65, 0.85, 0.85])
+
+
+def test_no_pacing_before_a_throttle_or_with_pace_off():
+    async def main(clock):
+        fresh = RequestLimiter(max_concurrency=8, initial_limit=8, clock=clock, sleep=asyncio.sleep)
+        held = [await fresh.acquire() for _ in range(8)]  # all at t=0: nothing has shown a pool's limit
+        assert clock() == 0
+        for p in held:
+            p.done("ok")
+        unpaced = RequestLimiter(max_concurrency=64, initial_limit=20, clock=clock, sleep=asyncio.sleep,
+                                 pace=False)
+        (await unpaced.acquire()).done("throttled")
+        held = [await unpaced.acquire() for _ in range(unpaced.limit)]
+        return clock()
+
+    assert run_virtual(main) == 0
 
 
 # -- throttled_seconds -------------------------------------------------------------------------------------------
@@ -574,19 +675,21 @@ def test_throttled_seconds_counts_rpm_waits_once_however_many_callers_wait():
 
 def test_throttled_seconds_counts_waiting_on_a_cut_limit_but_not_slow_start():
     async def main(clock):
-        limiter = RequestLimiter(max_concurrency=8, initial_limit=2, clock=clock, sleep=asyncio.sleep, pace_s=0)
-        a, b = await limiter.acquire(), await limiter.acquire()
-        waiter = asyncio.ensure_future(limiter.acquire())  # slow start limit 2: not throttling
+        limiter = RequestLimiter(max_concurrency=8, initial_limit=4, clock=clock, sleep=asyncio.sleep, pace=False)
+        a, b, c, d = [await limiter.acquire() for _ in range(4)]
+        waiter = asyncio.ensure_future(limiter.acquire())  # slow start limit 4: not throttling
         await asyncio.sleep(1)
-        a.done("ok")
-        c = await waiter
+        a.done("ok")  # window 5
+        e = await waiter
         assert limiter.throttled_seconds == 0
-        b.done("throttled")  # cut: 3 → 1.5 → limit 1, with c still in flight
-        assert limiter.limit == 1
+        b.done("throttled")  # slow start ends: 5 -> 2.5, limit 3, with c, d, e still in flight
+        assert limiter.limit == 3
         waiter = asyncio.ensure_future(limiter.acquire())
         await asyncio.sleep(2)
         c.done("ok")
         (await waiter).done("ok")
+        for p in (d, e):
+            p.done("ok")
         return limiter
 
     limiter = run_virtual(main)
@@ -682,6 +785,102 @@ def test_closed_loop_without_a_quota_runs_at_max_concurrency():
     assert counts["429"] == 0 and limiter.limit == 64
     assert 3000 / wall >= 0.9 * 64 / 0.3
     assert limiter.throttled_seconds == 0
+
+
+def _share_pool(*, processes: int, seconds: float, capacity: float = 100.0, latency_s: float = 0.3,
+                capacity_after: tuple[float, float] | None = None, seed: int = 0):
+    """``processes`` limiters that know nothing of each other against one sliding-window pool (the emulator's
+    ``capacity_rps``), each with capacity x seconds / processes records, starting within 2 s of each other.
+    Returns (utilisation, 429 share, smallest and largest per-process share of fair) over the time all run
+    (after ``capacity_after = (t, capacity)``: from t + 2 s, against the new capacity)."""
+    rng = random.Random(seed)
+
+    async def main(clock):
+        window: collections.deque[float] = collections.deque()
+        ok_at: list[list[float]] = [[] for _ in range(processes)]
+        refused_at: list[float] = []
+        finished = [0.0] * processes
+        starts = sorted(rng.uniform(0, 2) for _ in range(processes))
+
+        def cap(now: float) -> float:
+            return capacity_after[1] if capacity_after and now >= capacity_after[0] else capacity
+
+        async def server() -> bool:
+            now = clock()
+            while window and window[0] <= now - 1.0:
+                window.popleft()
+            if len(window) >= cap(now):
+                await asyncio.sleep(0.003)
+                return False
+            window.append(now)
+            await asyncio.sleep(latency_s * rng.uniform(0.9, 1.1))
+            return True
+
+        async def record(i: int, limiter: RequestLimiter) -> None:
+            for attempt in range(100):
+                permit = await limiter.acquire(100)
+                await asyncio.sleep(rng.expovariate(200))  # a few ms of scheduling noise
+                if await server():
+                    permit.done("ok", tokens_used=150)
+                    ok_at[i].append(clock())
+                    return
+                permit.done("throttled")
+                refused_at.append(clock())
+                await asyncio.sleep(max(1.0, rng.uniform(0, 0.5 * 2 ** attempt)))  # RetryInfo 1 s, backoff
+            raise AssertionError("a record never completed")
+
+        async def process(i: int) -> None:
+            await asyncio.sleep(starts[i])
+            limiter = RequestLimiter(max_concurrency=64, clock=clock, sleep=asyncio.sleep)
+            pending = asyncio.Semaphore(128)  # the DoFn's window: 2 x max_concurrency
+
+            async def one() -> None:
+                try:
+                    await record(i, limiter)
+                finally:
+                    pending.release()
+
+            tasks = []
+            for _ in range(int(capacity * seconds / processes)):
+                await pending.acquire()
+                tasks.append(asyncio.ensure_future(one()))
+            await asyncio.gather(*tasks)
+            finished[i] = clock()
+
+        await asyncio.gather(*(process(i) for i in range(processes)))
+        t0, t1 = starts[-1] + 1.0, min(finished)
+        if capacity_after:
+            t0 = capacity_after[0] + 2.0
+        ok = [sum(1 for t in times if t0 <= t < t1) for times in ok_at]
+        refused = sum(1 for t in refused_at if t0 <= t < t1)
+        fair = sum(ok) / processes
+        return sum(ok) / ((t1 - t0) * cap(t1)), refused / (sum(ok) + refused), min(ok) / fair, max(ok) / fair
+
+    return run_virtual(main)
+
+
+def _median_of_seeds(**kw):
+    runs = [_share_pool(**kw, seed=seed) for seed in range(3)]
+    return tuple(sorted(run[i] for run in runs)[1] for i in range(4))
+
+
+@pytest.mark.parametrize("processes", [4, 8, 16])
+def test_independent_processes_share_a_pool_near_capacity_with_few_429s(processes):
+    # The issue's target is >= 90 % of capacity, <= 2 % answered 429 and none below half its fair share; a minute
+    # is noisy (shares most of all: they take tens of seconds to converge), so these are medians of three seeds,
+    # with slack — no process starved; bench/many_processes.py measures the real figures. The previous
+    # policy (fixed x0.95 cuts) answered 11 % / 23 % 429 at 8 / 16 processes here.
+    utilisation, refused, smallest, _ = _median_of_seeds(processes=processes, seconds=90)
+    assert utilisation >= 0.85, utilisation
+    assert refused <= 0.025, refused
+    assert smallest >= 0.25, smallest
+
+
+def test_independent_processes_follow_a_pool_that_halves():
+    utilisation, refused, smallest, _ = _median_of_seeds(processes=8, seconds=90, capacity_after=(30.0, 50.0))
+    assert utilisation >= 0.85, utilisation
+    assert refused <= 0.03, refused
+    assert smallest >= 0.25, smallest
 
 
 def test_fake_sleep_type_is_awaitable_only():

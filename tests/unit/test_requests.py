@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from client.config import ClientConfig, Target
-from client.errors import BadRequest, MediaError, is_retryable
+from client.errors import BadRequest, MediaError, UnknownSchema, is_retryable
 from client.requests import build_request, estimate_tokens
 from schemas.records import InputRecord
 from schemas.registry import resolve_schema
@@ -100,9 +100,9 @@ def test_schema_sets_response_format() -> None:
     request = build_request(rec(schema="CalendarEvent"), config())
     assert request.schema is resolve_schema("CalendarEvent")
     assert request.kwargs["response_format"] == request.schema.response_format()
-    with pytest.raises(BadRequest) as info:
+    with pytest.raises(UnknownSchema) as info:
         build_request(rec(schema="NoSuchSchema"), config())
-    assert info.value.error_type == "unknown_schema"
+    assert (info.value.error_type, info.value.stage) == ("unknown_schema", "request")
 
 
 # ------------------------------------------------------------------------------------------ media
