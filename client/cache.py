@@ -47,7 +47,7 @@ from schemas.records import InputRecord, ResultRecord
 __all__ = ["CACHE_COUNTERS", "FORMAT_VERSION", "MAX_ENTRY_BYTES", "CacheEntry", "CacheMode", "CacheSettings",
            "InvalidEntry", "answer_from", "bounded_lines", "cache_summary", "decode_entry", "encode_entry",
            "encode_line", "expiry_cutoff", "format_cache_summary", "is_expired", "is_shard", "newest_first",
-           "parse_stamp", "saved_cost", "shard_prefix", "stamp"]
+           "parse_stamp", "saved_cost", "servable", "shard_prefix", "stamp"]
 
 FORMAT_VERSION = 1
 MAX_ENTRY_BYTES = 16 * 1024 * 1024  # a longer "line" is not an entry (a garbage file with no newlines, say)
@@ -249,6 +249,13 @@ def answer_from(entry: CacheEntry, record: InputRecord, key: str) -> ResultRecor
     if result.request_key != key:
         raise InvalidEntry("stored result answers another request")
     return result
+
+
+def servable(result: ResultRecord, on_truncation: str) -> bool:
+    """May this run serve the stored ``result``? A cut-off answer (finish_reason ``length``, kept as a result by a
+    run with ``--on_truncation result``) is not what a run with ``--on_truncation error`` or ``retry`` would keep
+    (the policy is not part of the request key): such a run calls the record instead."""
+    return result.finish_reason != "length" or on_truncation == "result"
 
 
 def saved_cost(result: ResultRecord, prices: PriceTable) -> float:

@@ -42,7 +42,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsList, AsSingleton
 
 from client.cache import (NANO, CacheSettings, InvalidEntry, answer_from, bounded_lines, decode_entry, encode_entry,
-                          encode_line, expiry_cutoff, is_shard, newest_first, saved_cost, shard_prefix)
+                          encode_line, expiry_cutoff, is_shard, newest_first, saved_cost, servable, shard_prefix)
 from client.config import ClientConfig
 from client.progress import PROGRESS
 from client.requests import build_request
@@ -182,8 +182,9 @@ class _ServeFn(beam.DoFn):
     """One key's records and cache entries → cached results (``hits``), or the records to call (main), and for
     write_only the keys the cache already answers (``known``)."""
 
-    def __init__(self, settings: CacheSettings) -> None:
+    def __init__(self, settings: CacheSettings, on_truncation: str = "result") -> None:
         self._settings = settings
+        self._on_truncation = on_truncation
         self._hits, self._misses = _counter("cache_hits"), _counter("cache_misses")
         self._bypassed, self._invalid = _counter("cache_bypassed"), _counter("cache_invalid_entries")
         self._tokens, self._cost = _counter("cache_tokens_saved"), _counter("cache_cost_saved_nano_usd")
@@ -191,10 +192,12 @@ class _ServeFn(beam.DoFn):
     def _answer(self, key: str, record: InputRecord, entries: Iterable[Any]) -> ResultRecord | None:
         for entry in newest_first((key, *value) for value in entries):
             try:
-                return answer_from(entry, record, key)
+                answer = answer_from(entry, record, key)
             except InvalidEntry as exc:
                 self._invalid.inc()
                 log.warning("cache entry for key %s stored at %s rejected: %s", key, entry.stored_at, exc)
+                continue
+            return answer if servable(answer, self._on_truncation) else None  # the newest valid entry decides
         return None
 
     def process(self, element):
@@ -241,7 +244,8 @@ class CacheLookup(beam.PTransform):
         entries = records.pipeline | "ReadCache" >> ReadCacheEntries(self._settings)
         served = ({"records": keyed.keyed, "entries": entries.entries}
                   | "JoinCache" >> beam.CoGroupByKey()
-                  | "Serve" >> beam.ParDo(_ServeFn(self._settings)).with_outputs(HITS, KNOWN, main=TODO))
+                  | "Serve" >> beam.ParDo(_ServeFn(self._settings, self._config.on_truncation))
+                  .with_outputs(HITS, KNOWN, main=TODO))
         todo = (served[TODO], keyed[UNKEYED]) | "AllToCall" >> beam.Flatten()
         return Lookup(todo=todo, hits=served[HITS], known=served[KNOWN])
 

@@ -3,6 +3,7 @@ damaged and vanished shards, and compaction (CompactCache) with a concurrent wri
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import itertools
 import json
@@ -58,11 +59,11 @@ def _to_line(item) -> str:
     return item.model_dump_json() if hasattr(item, "model_dump_json") else json.dumps(item)
 
 
-def run_lookup(records, s: CacheSettings):
+def run_lookup(records, s: CacheSettings, config: ClientConfig = CONFIG):
     """Run CacheLookup; its three outputs come back through files (the runner pickles everything it runs)."""
     out_dir = Path(s.location).parent / f"lookup-{next(_RUNS)}"
     p = TestPipeline()
-    lookup = p | beam.Create(records) | CacheLookup(CONFIG, s)
+    lookup = p | beam.Create(records) | CacheLookup(config, s)
     for name in ("todo", "hits", "known"):
         (getattr(lookup, name) | f"Json{name}" >> beam.Map(_to_line)
          | f"Write{name}" >> beam.io.WriteToText(str(out_dir / name)))
@@ -92,6 +93,18 @@ def test_records_with_a_valid_entry_are_answered_from_it_the_rest_go_on_to_the_c
     assert hits["r0"].usage.total_tokens == 120 and hits["r0"].latency_ms == 5.0  # the original answer's
     assert (counters["cache_hits"], counters["cache_misses"], counters["cache_tokens_saved"]) == (3, 3, 360)
     assert counters["cache_cost_saved_nano_usd"] > 0 and counters["cache_shards_read"] == 2
+
+
+@pytest.mark.parametrize("policy, served", [("result", ["r0", "r1"]), ("error", ["r1"]), ("retry", ["r1"])])
+def test_a_cut_off_answer_is_served_only_to_a_run_that_keeps_cut_off_answers(tmp_path, policy, served):
+    records = [rec(0), rec(1)]
+    cut_off = answer(records[0]).model_copy(update={"finish_reason": "length"})
+    shard(tmp_path / "cache", "a1", [encode_entry(cut_off, stamp(NOW - DAY)),
+                                     encode_entry(answer(records[1]), stamp(NOW - DAY))])
+    out, counters = run_lookup(records, settings(tmp_path), dataclasses.replace(CONFIG, on_truncation=policy))
+    assert sorted(h.id for h in out["hits"]) == served  # --on_truncation error/retry: record 0 is called again
+    assert sorted(r.id for r in out["todo"]) == sorted({"r0", "r1"} - set(served))
+    assert counters.get("cache_invalid_entries", 0) == 0  # a valid entry, just not this run's to serve
 
 
 def test_duplicate_requests_under_several_ids_each_get_the_answer_once(tmp_path):
