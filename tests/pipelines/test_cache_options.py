@@ -63,3 +63,16 @@ def test_a_cache_that_is_a_file_or_not_writable_is_refused(tmp_path):
 def test_an_unknown_mode_is_refused_by_the_parser(tmp_path):
     with pytest.raises(SystemExit):
         plan(tmp_path, "--cache", str(tmp_path / "cache"), "--cache_mode", "sometimes")
+
+
+def test_the_cache_options_are_known_to_the_unknown_option_check_and_listed_by_help(capsys):
+    from pipelines.argv import check_known_options
+    from pipelines.help import print_help
+
+    check_known_options(["--input", "in.jsonl", "--cache", "gs://b/k", "--cache_mode", "refresh",
+                         "--cache_ttl_days", "30"])
+    with pytest.raises(ValueError, match=r"unknown option --cache_mod \(did you mean --cache_mode\?\)"):
+        check_known_options(["--input", "in.jsonl", "--cache", "gs://b/k", "--cache_mod", "refresh"])
+    print_help()
+    text = capsys.readouterr().out
+    assert all(flag in text for flag in ("--cache ", "--cache_mode", "--cache_ttl_days"))
