@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from client.budget import DEFAULT_OUTPUT_TOKENS, choices, output_token_limit
+from client.cache import format_cache_summary
 from client.config import ClientConfig
 from client.errors import ChatbeamError
 from client.pricing import PriceTable
@@ -139,10 +140,12 @@ def unsendable(record: InputRecord, exc: ChatbeamError) -> ErrorRecord:
     return error_record(exc, record=record)
 
 
-def dry_run_report(totals: dict[str, Any], *, run_date: str, unsendable: int) -> dict[str, Any]:
-    """What a finished ``--dry_run`` returns: its totals (``DryRunTotals.to_json_dict``), the run date and the number
-    of records that could not be sent."""
-    return {"dry_run": True, "run_date": run_date, **totals, "unsendable": unsendable}
+def dry_run_report(totals: dict[str, Any], *, run_date: str, unsendable: int,
+                   cache: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a finished ``--dry_run`` returns: its totals (``DryRunTotals.to_json_dict``), the run date, the number
+    of records that could not be sent, and with ``--cache`` what the cache would serve (client/cache.py
+    ``cache_summary``)."""
+    return {"dry_run": True, "run_date": run_date, **totals, "unsendable": unsendable, "cache": cache}
 
 
 def format_dry_run(t: dict[str, Any]) -> str:
@@ -154,4 +157,5 @@ def format_dry_run(t: dict[str, Any]) -> str:
              f"  estimated cost ~${t['est_cost_usd']:.4f} (prices as of {t.get('prices_as_of')})"]
     lines += [f"    {model}: {row['records']:,} requests, ~${row['cost_usd']:.4f}"
               for model, row in t["by_model"].items()]
+    lines += format_cache_summary(t.get("cache"), dry_run=True)
     return "\n".join(lines)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from client.cache import cache_summary, format_cache_summary
 from client.constants import NANO
 from client.jobshare import JobShareSettings
 from client.ledger import read_report
@@ -71,6 +72,9 @@ def build_summary(counters: Mapping[str, int], *, run_date: str, wall_s: float, 
     }
     if budget:
         summary["budget"] = dict(budget)
+    cache = cache_summary(counters)  # --cache: hits, misses, tokens and cost saved (client/cache.py)
+    if cache:
+        summary["cache"] = cache
     summary.update(_tiers_and_batch(counters))
     return summary
 
@@ -145,6 +149,7 @@ def format_summary(s: Mapping[str, Any]) -> str:
     lines += _format_tiers_and_batch(s)
     if s.get("budget"):
         lines.append(_budget_line(s["budget"]))
+    lines += format_cache_summary(s.get("cache"))
     for reason in s.get("failures") or ():
         lines.append(f"  FAILED    {reason}")
     if s.get("checkpoint_write_failures"):

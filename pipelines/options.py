@@ -19,11 +19,13 @@ from typing import Callable
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from client.batch_run import BatchSettings
+from client.cache import CacheSettings
 from client.config import ClientConfig, Target
 from client.scrub import split_userinfo
 from client.tiers import TierPlan
 from pipelines.answer_options import add_answer_arguments, answer_settings
 from pipelines.bigquery_options import add_bigquery_arguments, bigquery_io, dated
+from pipelines.cache import add_cache_arguments, validate_cache
 from pipelines.jobledger import add_ledger_arguments
 from pipelines.modes import Modes, add_mode_arguments, validate_modes
 from pipelines.nightly import NightlyPlan, add_nightly_arguments, parse_run_date, validate_nightly, with_run_date
@@ -110,7 +112,7 @@ def _add_limit_arguments(parser) -> None:
 # In the README's order (chatbeam --help shows the groups this way).
 _ARGUMENT_GROUPS = (_add_io_arguments, _add_target_arguments, _add_request_arguments, _add_limit_arguments,
                     add_answer_arguments, add_reliability_arguments, add_mode_arguments, add_ledger_arguments,
-                    add_nightly_arguments, add_bigquery_arguments)
+                    add_nightly_arguments, add_cache_arguments, add_bigquery_arguments)
 
 
 class ChatbeamOptions(PipelineOptions):
@@ -139,6 +141,7 @@ class Plan:
     mode: str = "online"  # or "batch" (pipelines/modes.py)
     tiers: TierPlan = TierPlan()  # the online service tier and its deadline
     batch: BatchSettings | None = None  # --mode batch
+    cache: CacheSettings | None = None  # --cache (pipelines/cache.py); None: no cache
 
 
 # The targets, in the order a "choose exactly one" error names them; --vertex_project counts only without --endpoint_id
@@ -310,8 +313,10 @@ def validate(options: PipelineOptions) -> Plan:
                                                        else None)
         nightly = validate_nightly(o, output=output, errors=errors)
         reliability = check_numbers(o)
+        cache = validate_cache(o, prices=nightly.price_table)
         check_paths(input=with_run_date(o.input, run_date), output=output, errors=errors,
-                    checkpoint_dir=nightly.checkpoint_dir, replay=nightly.replay_errors)
+                    checkpoint_dir=nightly.checkpoint_dir, replay=nightly.replay_errors,
+                    cache=cache.location if cache else None)
         c = dataclasses.replace(c, bq=dated(c.bq, run_date), output=output, nightly=nightly,
                                 runner=options.view_as(StandardOptions).runner)
         _enforce(_RUN_RULES, c)
@@ -325,8 +330,8 @@ def validate(options: PipelineOptions) -> Plan:
     return Plan(input=with_run_date(o.input, run_date) or "", output=output, errors=errors,
                 num_shards=o.num_shards, max_record_bytes=o.max_record_bytes, client=_client_config(c, target, answers),
                 emulator=o.emulator, emulator_args=o.emulator_args, vertex_location=o.vertex_location,
-                nightly=nightly, bigquery=c.bq, reliability=reliability, mode=c.modes.mode, tiers=c.modes.tiers,
-                batch=c.modes.batch)
+                nightly=nightly, bigquery=c.bq, cache=cache, reliability=reliability, mode=c.modes.mode,
+                tiers=c.modes.tiers, batch=c.modes.batch)
 
 
 def _default_model(o: ChatbeamOptions, target: Target | None) -> str | None:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from client.constants import MAX_RESPONSE_BYTES
-from transforms.files import (check_output_prefix, normalize, reads_own_files, replay_into_results, run_files,
-                              sink_collision)
+from transforms.files import (cache_collision, check_output_prefix, normalize, reads_own_files, replay_into_results,
+                              run_files, sink_collision)
 
 __all__ = ["DEFAULT_MAX_ERROR_RATE", "ReliabilityPlan", "add_reliability_arguments", "check_numbers", "check_paths"]
 
@@ -71,14 +71,15 @@ def check_numbers(o: Any) -> ReliabilityPlan:
 
 
 def check_paths(*, input: str | None, output: str | None, errors: str | None, checkpoint_dir: str | None,
-                replay: str | None) -> None:
-    """The collision rules that need no file system: sinks that would delete each other's files, and input or
-    replay globs that would read this run's own outputs."""
+                replay: str | None, cache: str | None = None) -> None:
+    """The collision rules that need no file system: sinks that would delete each other's files (or the cache's
+    shards), a cache sharing a path with the outputs, and input or replay globs that would read this run's own
+    outputs or the cache."""
     for flag, prefix in (("--output", output), ("--errors", errors)):
         if prefix:
             check_output_prefix(flag, prefix)
-    families = run_files(*(normalize(p) if p else None for p in (output, errors, checkpoint_dir)))
-    problem = sink_collision(families)
+    families = run_files(*(normalize(p) if p else None for p in (output, errors, checkpoint_dir, cache)))
+    problem = cache_collision(normalize(cache), families) if cache else sink_collision(families)
     for flag, glob in (("--input", input), ("--replay_errors", replay)):
         if problem is None and glob:
             problem = reads_own_files(flag, normalize(glob), families)
