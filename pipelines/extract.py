@@ -52,7 +52,7 @@ from transforms.cache import CacheLookup, CacheStore
 from transforms.checkpoint import SkipDone, done_patterns
 from transforms.dry_run import DryRun
 from transforms.files import (DRY_RUN_SHARDS, check_run_files, count_input_lines, count_records,
-                              read_json, remove_stale_shards, write_json)
+                              read_json, remove_stale_shards, shard_snapshot, write_json)
 from transforms.metrics import chatbeam_counters
 from transforms.report_files import build_report, run_totals, write_run_info
 from transforms.read import ReadReplayErrors
@@ -164,7 +164,7 @@ def _target_for_run(plan: Plan):
         yield dataclasses.replace(plan, client=dataclasses.replace(plan.client, target=target))
 
 
-def _finish(result, plan: Plan, wall_s: float, started_at: float,
+def _finish(result, plan: Plan, wall_s: float, shards_before: dict[str, dict[str, float]],
             jobshare: JobShareSettings | None = None) -> dict:
     """After a run that was waited for: the summary (written beside the outputs) or, for --dry_run, the totals."""
     n = plan.nightly
@@ -172,9 +172,8 @@ def _finish(result, plan: Plan, wall_s: float, started_at: float,
         counters = chatbeam_counters(result)
         return dry_run_report(read_json(f"{plan.output}-dry-run-summary.json"), run_date=n.run_date,
                               unsendable=counters.get("errors_written", 0), cache=cache_summary(counters))
-    for prefix in (plan.output, plan.errors):
-        if prefix:
-            remove_stale_shards(prefix, started_at)
+    for prefix, before in shards_before.items():
+        remove_stale_shards(prefix, before)
     counters = chatbeam_counters(result)
     summary = build_summary(counters, run_date=n.run_date, wall_s=wall_s, prices_as_of=n.price_table.as_of,
                             budget=budget_block(jobshare, counters))
@@ -307,7 +306,8 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True):
     run_id = uuid.uuid4().hex
     lock, jobshare = _claim(plan, options, run_id, wait=wait)
     set_resume_hint(_resume_hint(plan))
-    started_at, started = time.time() - 1.0, time.monotonic()  # 1 s of slack for coarse file mtimes
+    started = time.monotonic()
+    shards_before = {prefix: shard_snapshot(prefix) for prefix in (plan.output, plan.errors) if prefix and wait}
     monitor = _monitor(options, plan, run_id, total) if wait else None
     with lock, _target_for_run(plan) as plan:
         p = _pipeline(options, plan, run_id, total, jobshare, monitor)
@@ -318,7 +318,7 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True):
             if not wait:
                 return result
             result.wait_until_finish()
-        result.summary = _finish(result, plan, time.monotonic() - started, started_at, jobshare)
+        result.summary = _finish(result, plan, time.monotonic() - started, shards_before, jobshare)
         result.report_path = _report(plan)  # under the lock: the page is one of the run's files
     result.summary_path = (f"{plan.output}-dry-run-summary.json" if n.dry_run
                            else f"{plan.output}-summary.json" if plan.output else None)

@@ -8,7 +8,8 @@ after it. The collision rules are pure functions of the paths, so they are teste
     check_existing_inputs("--input", "in/*.jsonl", families)   # an existing input file that is an output of ours
     check_output_prefix("--output", "out/r")    # a trailing '/', a parent that is a file
     check_run_files(input="in/*.jsonl", output="out/r", errors="out/e", checkpoint_dir=None)  # all of the above
-    remove_stale_shards("out/r", since=started_at)          # after the run: shards of an older shard count
+    before = shard_snapshot("out/r")                        # before the run, and after it:
+    remove_stale_shards("out/r", before)                    # shards of an older shard count, untouched by this run
     write_json("out/r-summary.json", summary); count_input_lines("in/*.jsonl")   # the CLI's other file I/O
 
 What a run writes, for ``--output O``, ``--errors E`` and the journal ``C`` (default ``O-checkpoint``):
@@ -59,7 +60,7 @@ from apache_beam.io.filesystems import FileSystems
 __all__ = ["DRY_RUN_SHARDS", "Family", "RunFilesError", "cache_collision", "check_existing_inputs", "check_input",
            "check_output_prefix", "check_results_absent", "check_run_files", "count_input_lines", "count_records",
            "lock_path", "normalize", "read_json", "reads_own_files", "remove_stale_shards", "replay_into_results",
-           "run_files", "sink_collision", "write_json"]
+           "run_files", "shard_snapshot", "sink_collision", "write_json"]
 
 log = logging.getLogger(__name__)
 
@@ -286,16 +287,25 @@ def check_run_files(*, input: str | None, output: str | None, errors: str | None
         check_results_absent(output)
 
 
-def remove_stale_shards(prefix: str, since: float) -> None:
-    """After a rerun into the same prefix (--resume, or any rerun) with a different shard count, the old run's
-    shards (``-SSSSS-of-MMMMM`` with another MMMMM, older than this run) would be read as part of the output."""
+def shard_snapshot(prefix: str) -> dict[str, float]:
+    """The sink's shards now, ``{path: last modified}`` (before a run: what ``remove_stale_shards`` compares)."""
     try:
         files = FileSystems.match([f"{prefix}-?????-of-?????.jsonl"])[0].metadata_list
-    except Exception:  # noqa: BLE001 - tidying up is best effort
-        return
-    fresh = {m.group(1) for f in files if (m := _SHARD.search(f.path)) and f.last_updated_in_seconds >= since}
-    stale = [f.path for f in files if (m := _SHARD.search(f.path)) and fresh and m.group(1) not in fresh
-             and f.last_updated_in_seconds < since]
+    except Exception:  # noqa: BLE001 - tidying up is best effort: no snapshot, nothing removed
+        return {}
+    return {f.path: f.last_updated_in_seconds for f in files if _SHARD.search(f.path)}
+
+
+def remove_stale_shards(prefix: str, before: dict[str, float]) -> None:
+    """After a rerun into the same prefix (--resume, or any rerun) with a different shard count, the old run's
+    shards (``-SSSSS-of-MMMMM`` with another MMMMM) would be read as part of the output. ``before`` is the
+    ``shard_snapshot`` taken before the run: a shard this run wrote is new or changed since; a stale one is
+    unchanged and of a shard count this run did not write. (Comparing mtimes with the run's start instead failed
+    when a rerun started within the clock slack of the previous run's last write.)"""
+    now = shard_snapshot(prefix)
+    fresh = {_SHARD.search(path).group(1) for path, mtime in now.items() if before.get(path) != mtime}
+    stale = [path for path, mtime in now.items()
+             if fresh and before.get(path) == mtime and _SHARD.search(path).group(1) not in fresh]
     if stale:
         log.info("removing %d shard(s) of an earlier run with another shard count: %s", len(stale), stale)
         FileSystems.delete(stale)

@@ -12,7 +12,8 @@ import pytest
 
 from transforms.files import (RunFilesError, cache_collision, check_existing_inputs, check_input,
                               check_output_prefix, check_run_files, count_input_lines, reads_own_files,
-                              remove_stale_shards, replay_into_results, run_files, sink_collision)
+                              remove_stale_shards, replay_into_results, run_files, shard_snapshot,
+                              sink_collision)
 from transforms.run_lock import LockHeld, RunLock
 
 
@@ -151,27 +152,32 @@ def _shard(path, text, mtime):
 
 
 def test_stale_shards_of_another_shard_count_are_removed(tmp_path):
-    """A rerun into the same prefix with fewer shards: the old run's -of-00003 shards would be read as output."""
-    old, new = 1_000_000.0, 2_000_000.0
+    """A rerun into the same prefix with fewer shards: the old run's -of-00003 shards would be read as output. What
+    this run wrote is told by the snapshot before it, not by the clock: the old shards may be a moment old only."""
+    old = 2_000_000.0
     for i in range(3):
         _shard(tmp_path / f"r-{i:05d}-of-00003.jsonl", "old\n", old)
-    _shard(tmp_path / "r-00000-of-00001.jsonl", "new\n", new)
     _shard(tmp_path / "r-dry-run-00000.jsonl", "dry\n", old)   # not a real run's shard: kept
     _shard(tmp_path / "rx-00000-of-00002.jsonl", "other\n", old)  # another prefix: kept
-    remove_stale_shards(str(tmp_path / "r"), since=new - 1)
+    before = shard_snapshot(str(tmp_path / "r"))
+    assert len(before) == 3
+    _shard(tmp_path / "r-00000-of-00001.jsonl", "new\n", old)  # the rerun's shard, even with the same mtime
+    remove_stale_shards(str(tmp_path / "r"), before)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r-00000-of-00001.jsonl", "r-dry-run-00000.jsonl",
                                                           "rx-00000-of-00002.jsonl"]
 
 
 def test_stale_shards_keep_everything_when_this_run_wrote_nothing_or_the_same_count(tmp_path):
-    old, new = 1_000_000.0, 2_000_000.0
+    old = 1_000_000.0
     for i in range(2):
         _shard(tmp_path / f"r-{i:05d}-of-00002.jsonl", "old\n", old)
-    remove_stale_shards(str(tmp_path / "r"), since=new - 1)  # nothing fresh: nothing is known to be stale
+    before = shard_snapshot(str(tmp_path / "r"))
+    remove_stale_shards(str(tmp_path / "r"), before)  # nothing written: nothing is known to be stale
     assert len(list(tmp_path.iterdir())) == 2
-    _shard(tmp_path / "r-00000-of-00002.jsonl", "new\n", new)  # the same shard count: Beam's sink replaced them
-    remove_stale_shards(str(tmp_path / "r"), since=new - 1)
+    _shard(tmp_path / "r-00000-of-00002.jsonl", "new\n", old + 5)  # the same shard count: Beam's sink replaced them
+    remove_stale_shards(str(tmp_path / "r"), before)
     assert len(list(tmp_path.iterdir())) == 2
+    remove_stale_shards(str(tmp_path / "missing"), {})  # no shards at all: nothing to do
 
 
 def test_count_input_lines(tmp_path):
