@@ -101,7 +101,9 @@ import math
 import time
 from typing import Any, Awaitable, Callable, Literal
 
-__all__ = ["Outcome", "Permit", "RequestLimiter", "TokenBucket"]
+from client.token_bucket import TokenBucket
+
+__all__ = ["Outcome", "Permit", "RequestLimiter"]
 
 Outcome = Literal["ok", "throttled", "error"]
 
@@ -125,56 +127,6 @@ DEFAULT_RTT_S = 1.0  # round-trip estimate before the first success
 _RTT_GAIN = 0.125  # EWMA gains (TCP's srtt gain) for the round trip and the output-token estimate
 _OUTPUT_GAIN = 0.05
 _EPS = 1e-9
-
-
-class TokenBucket:
-    """A token bucket: ``rate`` tokens per second, holding at most ``capacity``; starts full.
-
-        >>> bucket = TokenBucket(rate=10.0, capacity=10.0, clock=lambda: 0.0)
-        >>> bucket.wait_time(4), bucket.take(4), bucket.level
-        (0.0, None, 6.0)
-        >>> bucket.wait_time(8)   # 2 tokens short at 10/s
-        0.2
-
-    ``wait_time(n)`` for ``n > capacity`` waits for a full bucket, so an oversized request is admitted (driving
-    the level negative) instead of waiting forever.
-    """
-
-    def __init__(self, rate: float, capacity: float, *, clock: Callable[[], float] = time.monotonic) -> None:
-        if rate <= 0 or capacity <= 0:
-            raise ValueError("rate and capacity must be > 0")
-        self.rate = float(rate)
-        self.capacity = float(capacity)
-        self._clock = clock
-        self._level = self.capacity
-        self._stamp = clock()
-
-    @property
-    def level(self) -> float:
-        self._refill()
-        return self._level
-
-    def wait_time(self, n: float) -> float:
-        """Seconds until ``n`` tokens (or a full bucket, if ``n`` exceeds the capacity) are available."""
-        need = min(float(n), self.capacity)
-        short = need - self.level
-        return 0.0 if short <= _EPS * max(1.0, need) else short / self.rate
-
-    def take(self, n: float) -> None:
-        """Remove ``n`` tokens; the level may go negative (an oversized or charged request)."""
-        self._refill()
-        self._level -= n
-
-    def give(self, n: float) -> None:
-        """Return ``n`` tokens (a refund), up to the capacity."""
-        self._refill()
-        self._level = min(self.capacity, self._level + n)
-
-    def _refill(self) -> None:
-        now = self._clock()
-        if now > self._stamp:
-            self._level = min(self.capacity, self._level + (now - self._stamp) * self.rate)
-        self._stamp = max(self._stamp, now)
 
 
 class Permit:
