@@ -71,9 +71,9 @@ from 8) measured 1 % of requests answered 429 alone, 12 % with 8 processes and 2
 but each sees its own ``p``, and the pool's 429 share is the average of theirs: so a process that sees many 429s
 cuts deeper. A lone process (``W ≈ 30``, ``p`` ≈ 0.5 %) keeps the gentle ×0.95 cuts that hold it near the pool's
 capacity; one of sixteen (``W ≈ 2``) cuts by up to half, and in the simulator the 429 share goes from 0.6 % alone
-to 1.5 % at sixteen instead of 23 %. Deeper cuts than half were measured and lost utilisation and fairness. The estimate starts, when slow start ends, from 100
-pseudo-attempts at ``CROWD_REF``; attempts sent before ``max(rtt, cooldown_s)`` after that don't count (slow
-start's overshoot is not a crowd).
+to 1.9 % at sixteen instead of 23 %. Deeper cuts than half were measured and lost utilisation and fairness. The
+estimate starts, when slow start ends, from 100 pseudo-attempts at ``CROWD_REF``; attempts sent before
+``max(rtt, cooldown_s)`` after that don't count (slow start's overshoot is not a crowd).
 
 What was tried. ``bench/limiter_sim.py`` runs N real ``RequestLimiter`` objects (or candidate subclasses) in virtual
 time against the emulator's pool (100 requests per sliding second, 300 ms latency, callers that retry a 429 after
