@@ -62,6 +62,7 @@ from client.constants import REASK_TEMPLATE, THROTTLE_STATUS, TOOL_REASK_TEMPLAT
 from client.errors import (ChatbeamError, InternalError, RequestTimeout, SchemaInvalid, StreamBroken, Truncated,
                            map_errors)
 from client.http_cap import cap_responses
+from client.http_pool import new_http_client
 from client.metrics import RunCounters
 from client.parsing import ParsedCompletion, StreamAssembler, completion_from_json, parse_completion, usage_of
 from client.requests import ChatRequest, build_request, estimate_tokens
@@ -152,11 +153,7 @@ class ChatCaller:
         base_url, basic_auth = split_userinfo(config.target.base_url)
         self._owns_http = http_client is None
         if http_client is None:
-            # Idle connections are dropped after 4 s: servers close idle ones (llama-server after 5 s), and a
-            # request sent on a connection the server is closing fails with "disconnected without a response".
-            limits = httpx2.Limits(max_connections=config.max_concurrency,
-                                   max_keepalive_connections=config.max_concurrency, keepalive_expiry=4.0)
-            http_client = httpx2.AsyncClient(limits=limits, timeout=timeout)
+            http_client = new_http_client(config.max_concurrency, timeout)  # aiohttp's pool (client/http_pool.py)
         # Credentials are the HTTP client's auth flow (client/auth.py TokenAuth): a 401 refreshes the token once
         # and resends, below the SDK. A key in the URL's userinfo is sent as Basic auth instead (no refresh).
         http_client.auth = (httpx2.BasicAuth(*basic_auth) if basic_auth is not None else
