@@ -7,7 +7,8 @@
 One retry layer (ours): the SDK client is built with ``max_retries=0``. Per record:
 build the request (pure; BadRequest/MediaError become an ErrorRecord at once) -> up to ``max_attempts`` attempts
 under the RetryPolicy -> each attempt takes a limiter permit, sends (or streams and assembles), and parses; a 401
-forces one token refresh and repeats that attempt once (not a retry) -> a schema-invalid answer is re-asked up to
+forces one token refresh and sends once more within the attempt (the HTTP client's auth flow, client/auth.py
+``TokenAuth``; both requests count as attempts, neither as a retry) -> a schema-invalid answer is re-asked up to
 ``max_reasks`` times with the validation error (for tool calls: the assistant's calls, each answered by a ``tool``
 message carrying the error) -> ResultRecord, or ErrorRecord with stage/error_type/retryable, the usage of every
 answered attempt and the model's ``response_text`` when it answered.
@@ -31,6 +32,10 @@ releases its permit (``finally``) and its budget hold, and the usage of attempts
 Responses are cut off at ``max_response_bytes`` (client/http_cap.py). A circuit breaker (client/breaker.py) stops
 sending after a run of identical 401/403/404 answers: the records it refuses are checked just before sending.
 Every output passes ``scrub_output``: live credentials a server echoed never reach a record.
+
+The hot path (docs/hotpath.md): a non-streaming attempt is sent on the SDK's HTTP client without the SDK's per-call
+machinery (``_post``: the body serialised once, the SDK's status errors, the SDK's ChatCompletion parsed from the
+bytes); streaming goes through ``create(stream=True)``. The HTTP pool is aiohttp's (client/http_pool.py).
 
 The budget seam (client/budget.py; optional): once per record, after the request is built and before its first
 attempt, ``hold = await budget.reserve(request)``; None means the budget is spent, and the record becomes a
