@@ -1,3 +1,3 @@
-"""The core's unit tests share the scripted Vertex double and fake clock of tests/unit (to be merged by issue 12)."""
+"""The core's tests share the scripted Vertex double, the fake clock and their fixtures (tests/client/_support.py)."""
 
-from tests.unit.conftest import anyio_backend, harness  # noqa: F401 - fixtures
+from tests.client._support import anyio_backend, budget_caller, harness  # noqa: F401 - fixtures

@@ -10,7 +10,7 @@ from client.breaker import Breaker, CircuitOpen
 from client.config import Target
 from client.errors import is_retryable
 from schemas.records import ErrorRecord, InputRecord, ResultRecord
-from tests.unit.conftest import BASE_URL, FakeClock, completion, vertex_error
+from tests.client._support import BASE_URL, FakeClock, completion, vertex_error
 
 
 def test_opens_after_a_window_of_identical_permanent_failures():

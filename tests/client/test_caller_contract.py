@@ -13,7 +13,7 @@ import pytest
 import client.caller as caller_module
 from client.constants import TRUNCATION_RETRY_MAX_TOKENS
 from schemas.records import ErrorRecord, InputRecord, ResultRecord
-from tests.unit.conftest import completion, sse
+from tests.client._support import completion, sse
 
 pytestmark = pytest.mark.anyio
 

@@ -18,7 +18,7 @@ import pytest
 from client.budget import Budget
 from client.pricing import PriceTable
 from schemas.records import ErrorRecord, InputRecord, ResultRecord
-from tests.unit.conftest import chunk, completion
+from tests.client._support import chunk, completion
 
 pytestmark = pytest.mark.anyio
 

@@ -10,7 +10,7 @@ import httpx2
 import pytest
 
 from schemas.records import ErrorRecord, ResultRecord
-from tests.unit.conftest import chunk, completion
+from tests.client._support import chunk, completion
 from tests.client.test_deadlines import complete
 
 pytestmark = pytest.mark.anyio

@@ -11,7 +11,7 @@ import pytest
 from client.caller import ChatCaller, utc_iso
 from client.config import ClientConfig, Target
 from schemas.records import ErrorRecord, InputRecord, ResultRecord, parse_line
-from tests.unit.conftest import BASE_URL, FakeClock, Script, completion, vertex_error
+from tests.client._support import BASE_URL, FakeClock, Script, completion, vertex_error
 
 pytestmark = pytest.mark.anyio
 

@@ -8,7 +8,7 @@ from client.errors import register_secret
 from client.scrub import scrub_output, split_userinfo
 from schemas.records import ErrorRecord, InputRecord, ResultRecord
 from tests.client.test_deadlines import complete
-from tests.unit.conftest import completion
+from tests.client._support import completion
 
 SECRET = "sk-scrub-test-4f1d2c3b5a6978"
 

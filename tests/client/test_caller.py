@@ -14,7 +14,7 @@ from client.auth import EnvKeySource, NoAuth
 from client.config import Target
 from client.metrics import RunCounters
 from schemas.records import ErrorRecord, InputRecord, ResultRecord
-from tests.unit.conftest import chunk, completion, sse, vertex_error
+from tests.client._support import chunk, completion, sse, vertex_error
 
 pytestmark = pytest.mark.anyio
 

@@ -11,7 +11,7 @@ from google.auth import exceptions as gexc
 from client.auth import EnvKeySource, GoogleTokenSource, LocalTokenSource, NoAuth, token_source_for
 from client.config import Target
 from client.errors import AuthError, ConnectionFailed, redact
-from tests.unit.conftest import FakeClock
+from tests.client._support import FakeClock
 
 pytestmark = pytest.mark.anyio
 

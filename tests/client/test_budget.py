@@ -12,7 +12,7 @@ from client.config import ClientConfig, Target
 from client.pricing import PriceTable
 from client.requests import build_request
 from schemas.records import ErrorRecord, InputRecord, ResultRecord, Usage
-from tests.unit.conftest import completion
+from tests.client._support import completion
 
 pytestmark = pytest.mark.anyio
 

@@ -8,7 +8,7 @@ from client.config import ClientConfig, Target
 from client.constants import MAX_RETRY_AFTER
 from client.errors import BadRequest, RateLimited, ServerError
 from client.retry import RetryPolicy
-from tests.unit.conftest import FakeClock
+from tests.client._support import FakeClock
 
 pytestmark = pytest.mark.anyio
 

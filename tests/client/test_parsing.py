@@ -13,7 +13,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from client.errors import ContentFiltered, EmptyResponse, MalformedResponse, SchemaInvalid, Truncated
 from client.parsing import StreamAssembler, ThoughtTagSplitter, parse_completion, split_thoughts
 from schemas.registry import resolve_schema
-from tests.unit.conftest import chunk, completion
+from tests.client._support import chunk, completion
 
 EVENT = {"name": "Standup", "date": "2024-05-01", "participants": ["Ana", "Bo"]}
 

@@ -1,4 +1,5 @@
-"""Shared helpers for the core's unit tests: a scripted Vertex double behind httpx2.MockTransport, a fake clock.
+"""Shared helpers for the core's tests (import as ``tests.client._support``; tests/client/conftest.py makes the
+fixtures visible): a scripted Vertex double behind httpx2.MockTransport, a fake clock, `harness`, `budget_caller`.
 
 Async tests use anyio's pytest plugin (shipped with anyio, a dependency of openai) on the asyncio backend.
 Nothing here sleeps or touches the network.
@@ -130,5 +131,23 @@ def harness() -> Callable[..., Harness]:
         caller = ChatCaller(config, http_client=http, token_source=tokens, limiter=limiter, counters=counters,
                             sleep=clock.sleep, clock=clock)
         return Harness(caller, script, clock, tokens, counters)
+
+    return make
+
+
+@pytest.fixture
+def budget_caller():
+    """budget_caller(steps, budget, **config) -> (ChatCaller, Script): a budgeted caller on a scripted transport."""
+    from client.auth import LocalTokenSource
+    from client.caller import ChatCaller
+
+    def make(steps: list[Any], budget: Any, **overrides: Any):
+        script = Script(list(steps))
+        clock = FakeClock()
+        config = ClientConfig(target=Target(BASE_URL, "local_tokens"), **{"model": "google/gemini-test", **overrides})
+        http = httpx2.AsyncClient(transport=httpx2.MockTransport(script))
+        caller = ChatCaller(config, http_client=http, token_source=LocalTokenSource(clock=clock), budget=budget,
+                            counters=budget.counters, sleep=clock.sleep, clock=clock)
+        return caller, script
 
     return make

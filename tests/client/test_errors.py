@@ -13,7 +13,7 @@ from client.errors import (AuthError, BadRequest, ChatbeamError, ConnectionFaile
                            MalformedResponse, MediaError, NotFound, PermissionDenied, RateLimited, RequestTimeout,
                            SchemaInvalid, ServerError, StreamBroken, Truncated, is_retryable, map_errors,
                            parse_retry_after, redact, register_secret, translate)
-from tests.unit.conftest import vertex_error
+from tests.client._support import vertex_error
 
 URL = "http://vertex.test/v1/projects/p/locations/l/endpoints/openapi"
 
