@@ -11,7 +11,8 @@ Usage::
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, Callable
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -185,11 +186,13 @@ routes = [
 ]
 
 
-def create_app(config: EmulatorConfig | None = None, store: ObjectStore | None = None) -> Starlette:
+def create_app(config: EmulatorConfig | None = None, store: ObjectStore | None = None,
+               clock: Callable[[], float] = time.monotonic) -> Starlette:
     """A fresh app with its own state; ``app.state.emulator`` is the `Emulator`, ``app.batch_jobs`` its batch
-    prediction jobs (input and output in ``store``: Cloud Storage by default, through STORAGE_EMULATOR_HOST)."""
+    prediction jobs (input and output in ``store``: Cloud Storage by default, through STORAGE_EMULATOR_HOST).
+    ``clock`` (seconds, monotonic) times the 429 storm, the capacity window and token expiry; tests pass a fake one."""
     app = EmulatorApp(routes=routes)
-    app.emulator = Emulator(config or EmulatorConfig())
+    app.emulator = Emulator(config or EmulatorConfig(), clock)
     app.state.emulator = app.emulator
     app.batch_jobs = app.state.batch_jobs = BatchJobs(app.emulator, store)
     return app

@@ -46,7 +46,7 @@ _RATES = (
     "batch_job_failure_rate",
     "batch_fail_at",
 )
-_BOOLS = ("retry_info", "flex_global_only")
+_BOOLS = ("retry_info", "flex_global_only", "storm_from_first_request")
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,7 @@ class FaultConfig:
     retry_info: bool = True  # put google.rpc.RetryInfo into 429 bodies
     retry_delay_s: float = 1.0
     storm_429_s: float = 0.0  # every request 429 for this long from when the faults are set
+    storm_from_first_request: bool = False  # the storm starts with the first request after the set instead
     error_500_rate: float = 0.0
     error_503_rate: float = 0.0
     hang_rate: float = 0.0

@@ -3,7 +3,8 @@
 Capacity is a **sliding 1-second window** over admitted requests: a request is admitted
 when fewer than ``capacity_rps`` requests were admitted in the last second, otherwise it
 is answered 429 at once (rejected requests don't count towards the window).  A storm
-answers every request 429 for ``storm_429_s`` seconds from when the faults were set.
+answers every request 429 for ``storm_429_s`` seconds from when the faults were set (or, with
+``storm_from_first_request``, from the first request after that: a job that starts slowly still meets it).
 
 The other faults come from `draw`, which takes the request's own RNG (seeded from
 ``seed + fingerprint + attempt``), so a retry of the same body draws afresh and the
@@ -52,9 +53,10 @@ class FaultState:
         self.set(config)
 
     def set(self, config: FaultConfig) -> None:
-        """Replace the settings; a storm starts now; the capacity window starts empty."""
+        """Replace the settings; a storm starts now (or at the next request); the capacity window starts empty."""
         self.config = config
         self.storm_until = self._clock() + config.storm_429_s if config.storm_429_s > 0 else 0.0
+        self._storm_pending = config.storm_429_s > 0 and config.storm_from_first_request
         self._window: deque[float] = deque()
         c = config
         self._cuts = (
@@ -71,6 +73,9 @@ class FaultState:
         admitted request counts in the one window whatever its tier.
         """
         now = self._clock()
+        if self._storm_pending:
+            self._storm_pending = False
+            self.storm_until = now + self.config.storm_429_s
         if now < self.storm_until:
             return "storm_429"
         limit = self.config.capacity_rps * share

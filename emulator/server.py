@@ -19,6 +19,7 @@ import json
 import socket
 import sys
 import threading
+import time
 import urllib.request
 from typing import Any, Callable
 
@@ -114,13 +115,14 @@ class RunningEmulator:
 
 
 def serve_in_thread(config: EmulatorConfig | None = None, timeout_s: float = 10.0,
-                    store: Any = None) -> RunningEmulator:
+                    store: Any = None, clock: Callable[[], float] | None = None) -> RunningEmulator:
     """Serve on 127.0.0.1 (a free port) from a daemon thread; return once it accepts connections. ``store``: where
-    batch jobs read and write (default: Cloud Storage via STORAGE_EMULATOR_HOST; `emulator.gcs.MemoryStore`)."""
+    batch jobs read and write (default: Cloud Storage via STORAGE_EMULATOR_HOST; `emulator.gcs.MemoryStore`).
+    ``clock``: the app's clock for fault windows and token expiry (default ``time.monotonic``; see `create_app`)."""
     config = config or EmulatorConfig()
     sock = bind("127.0.0.1", 0)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    app = create_app(config, store)
+    app = create_app(config, store, clock or time.monotonic)
     ready = threading.Event()
     server = _Server(_uvicorn_config(app, config), ready.set)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="emulator", daemon=True)

@@ -16,6 +16,7 @@ from typing import Sequence
 __all__ = ["SUBCOMMANDS", "main"]
 
 SUBCOMMANDS: dict[str, str] = {
+    "cache": "pipelines.cache:main",  # chatbeam cache compact LOCATION [--cache_ttl_days N]
     "report": "pipelines.report:main",  # chatbeam report RESULTS_PREFIX [ERRORS_PREFIX]: the run report page
 }
 

@@ -26,6 +26,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from client.budget import BudgetConfig
+from client.cache import CacheMode, cache_summary, format_cache_summary
 from client.caller import utc_iso
 from client.config import Target
 from client.errors import redact
@@ -49,6 +50,7 @@ from pipelines.summary import (build_summary, chatbeam_counters, count_input_lin
                                read_json, write_json)
 from transforms import CallChatCompletions, ReadPrompts, WriteErrors, WriteResults
 from transforms.batch import CallBatchPrediction
+from transforms.cache import CacheLookup, CacheStore
 from transforms.checkpoint import SkipDone, done_patterns
 from transforms.dry_run import DryRun
 from transforms.files import DRY_RUN_SHARDS, remove_stale_shards
@@ -99,11 +101,20 @@ def build_pipeline(p: beam.Pipeline, plan: Plan, *, run_id: str = "", progress_t
         resumed = records | "SkipDone" >> SkipDone(plan.client,
                                                    done_patterns(n.checkpoint_dir, plan.output, plan.errors))
         records = resumed.todo
+    lookup = None
+    if plan.cache and plan.cache.mode.reads:  # the cache sits before the call step, online or batch
+        lookup = records | "CacheLookup" >> CacheLookup(plan.client, plan.cache)
+        records = lookup.todo
     called = records | _call_step(plan, run_id, progress_total, jobshare, worker_progress_lines)
-    results, errors = called.results, [read.errors, called.errors]
+    results, errors = [called.results], [read.errors, called.errors]
     if resumed is not None:
-        results = (called.results, resumed.results) | "AllResults" >> beam.Flatten()
+        results.append(resumed.results)
         errors.append(resumed.errors)
+    if plan.cache and plan.cache.mode.stores:
+        _store_answers(results, lookup, plan, run_id)
+    if lookup is not None:
+        results.append(lookup.hits)
+    results = tuple(results) | "AllResults" >> beam.Flatten()
     bq = plan.bigquery
     results | "WriteResults" >> (bq.write("results") if bq.output_table
                                  else WriteResults(plan.output, num_shards=plan.num_shards))
@@ -112,12 +123,23 @@ def build_pipeline(p: beam.Pipeline, plan: Plan, *, run_id: str = "", progress_t
                          else WriteErrors(plan.errors, num_shards=plan.num_shards)))
 
 
+def _store_answers(results: list, lookup, plan: Plan, run_id: str) -> None:
+    """--cache: store this run's new answers (``results``: called, then resumed — a killed run never stored those);
+    under write_only only the called ones, the only answers the lookup knows not to replace an entry."""
+    write_only = plan.cache.mode is CacheMode.WRITE_ONLY
+    (tuple(results[:1] if write_only else results) | "NewAnswers" >> beam.Flatten()
+     | "CacheStore" >> CacheStore(plan.cache, run_id, known=lookup.known if write_only else None))
+
+
 def _build_dry_run(read, plan: Plan) -> None:
     """--dry_run: request bodies and estimates to {output}-dry-run, unsendable records to {errors}-dry-run, totals to
     {output}-dry-run-summary.json. The real run's sinks are not touched."""
     n = plan.nightly
-    dry = read.records | "DryRun" >> DryRun(plan.client, n.price_table, n.est_output_tokens,
-                                            "batch" if plan.mode == "batch" else None)
+    records = read.records
+    if plan.cache and plan.cache.mode.serves:  # counts what would be served, and sends the rest to the estimate
+        records = (records | "CacheLookup" >> CacheLookup(plan.client, plan.cache)).todo
+    dry = records | "DryRun" >> DryRun(plan.client, n.price_table, n.est_output_tokens,
+                                       "batch" if plan.mode == "batch" else None)
     # "-SSSSS" shard names (no "-of-NNNNN"): the real run's sinks delete "{output}-*-of-NNNNN.jsonl" before
     # writing, and would take the dry run's files with them.
     (dry["estimates"] | "EstimateLines" >> beam.Map(json.dumps)
@@ -147,8 +169,9 @@ def _finish(result, plan: Plan, wall_s: float, started_at: float,
     n = plan.nightly
     if n.dry_run:
         totals = read_json(f"{plan.output}-dry-run-summary.json")
+        counters = chatbeam_counters(result)
         return {"dry_run": True, "run_date": n.run_date, **totals,
-                "unsendable": chatbeam_counters(result).get("errors_written", 0)}
+                "unsendable": counters.get("errors_written", 0), "cache": cache_summary(counters)}
     for prefix in (plan.output, plan.errors):
         if prefix:
             remove_stale_shards(prefix, started_at)
@@ -314,6 +337,7 @@ def _format_dry_run(t: dict) -> str:
              f"  estimated cost ~${t['est_cost_usd']:.4f} (prices as of {t.get('prices_as_of')})"]
     lines += [f"    {model}: {row['records']:,} requests, ~${row['cost_usd']:.4f}"
               for model, row in t["by_model"].items()]
+    lines += format_cache_summary(t.get("cache"), dry_run=True)
     return "\n".join(lines)
 
 

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from client.batch_run import BatchSettings
+from client.cache import CacheSettings
 from client.config import ClientConfig, Target
 from client.scrub import split_userinfo
 from client.tiers import TierPlan
 from pipelines.answer_options import add_answer_arguments, answer_settings
+from pipelines.cache import add_cache_arguments, validate_cache
 from pipelines.jobledger import add_ledger_arguments
 from pipelines.modes import Modes, add_mode_arguments, validate_modes
 from pipelines.nightly import NightlyPlan, add_nightly_arguments, parse_run_date, validate_nightly, with_run_date
@@ -105,6 +107,7 @@ class ChatbeamOptions(PipelineOptions):
         add_mode_arguments(parser)
         add_ledger_arguments(parser)
         add_nightly_arguments(parser)
+        add_cache_arguments(parser)
         add_bigquery_arguments(parser)
 
 
@@ -127,6 +130,7 @@ class Plan:
     mode: str = "online"  # or "batch" (pipelines/modes.py)
     tiers: TierPlan = TierPlan()  # the online service tier and its deadline
     batch: BatchSettings | None = None  # --mode batch
+    cache: CacheSettings | None = None  # --cache (pipelines/cache.py); None: no cache
 
 
 def _targets_given(o: ChatbeamOptions) -> list[str]:
@@ -233,8 +237,10 @@ def validate(options: PipelineOptions) -> Plan:
         errors = with_run_date(o.errors, run_date) or (f"{output}_errors" if output and not bq.errors_table else None)
         nightly = validate_nightly(o, output=output, errors=errors)
         reliability = check_numbers(o)
+        cache = validate_cache(o, prices=nightly.price_table)
         check_paths(input=with_run_date(o.input, run_date), output=output, errors=errors,
-                    checkpoint_dir=nightly.checkpoint_dir, replay=nightly.replay_errors)
+                    checkpoint_dir=nightly.checkpoint_dir, replay=nightly.replay_errors,
+                    cache=cache.location if cache else None)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     # In table names {run_date} is YYYYMMDD, BigQuery's date-sharded convention (Beam's table references allow no
@@ -292,7 +298,8 @@ def validate(options: PipelineOptions) -> Plan:
     return Plan(input=with_run_date(o.input, run_date) or "", output=output, errors=errors,
                 num_shards=o.num_shards, max_record_bytes=o.max_record_bytes, client=client, emulator=o.emulator,
                 emulator_args=o.emulator_args, vertex_location=o.vertex_location, nightly=nightly,
-                bigquery=bq, reliability=reliability, mode=modes.mode, tiers=modes.tiers, batch=modes.batch)
+                bigquery=bq, cache=cache, reliability=reliability, mode=modes.mode, tiers=modes.tiers,
+                batch=modes.batch)
 
 
 def _modes(o: ChatbeamOptions, options: PipelineOptions, target: Target | None) -> Modes:

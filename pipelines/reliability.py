@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from client.constants import MAX_RESPONSE_BYTES
-from transforms.files import (RunFilesError, check_existing_inputs, check_input, check_output_prefix,
-                              check_results_absent, normalize, reads_own_files, replay_into_results, run_files,
-                              sink_collision)
+from transforms.files import (RunFilesError, cache_collision, check_existing_inputs, check_input,
+                              check_output_prefix, check_results_absent, normalize, reads_own_files,
+                              replay_into_results, run_files, sink_collision)
 
 __all__ = ["DEFAULT_MAX_ERROR_RATE", "ReliabilityPlan", "add_reliability_arguments", "check_files", "check_numbers",
            "check_paths"]
@@ -73,14 +73,15 @@ def check_numbers(o: Any) -> ReliabilityPlan:
 
 
 def check_paths(*, input: str | None, output: str | None, errors: str | None, checkpoint_dir: str | None,
-                replay: str | None) -> None:
-    """The collision rules that need no file system: sinks that would delete each other's files, and input or
-    replay globs that would read this run's own outputs."""
+                replay: str | None, cache: str | None = None) -> None:
+    """The collision rules that need no file system: sinks that would delete each other's files (or the cache's
+    shards), a cache sharing a path with the outputs, and input or replay globs that would read this run's own
+    outputs or the cache."""
     for flag, prefix in (("--output", output), ("--errors", errors)):
         if prefix:
             check_output_prefix(flag, prefix)
-    families = run_files(*(normalize(p) if p else None for p in (output, errors, checkpoint_dir)))
-    problem = sink_collision(families)
+    families = run_files(*(normalize(p) if p else None for p in (output, errors, checkpoint_dir, cache)))
+    problem = cache_collision(normalize(cache), families) if cache else sink_collision(families)
     for flag, glob in (("--input", input), ("--replay_errors", replay)):
         if problem is None and glob:
             problem = reads_own_files(flag, normalize(glob), families)
@@ -94,7 +95,8 @@ def check_files(plan: Any) -> None:
     """Before any work (extract.run): the input exists and is readable, no file it matches now is one of this run's
     outputs, and a replay does not write over existing results. Raises ValueError."""
     n = plan.nightly
-    families = run_files(*(normalize(p) if p else None for p in (plan.output, plan.errors, n.checkpoint_dir)))
+    cache = plan.cache.location if getattr(plan, "cache", None) else None
+    families = run_files(*(normalize(p) if p else None for p in (plan.output, plan.errors, n.checkpoint_dir, cache)))
     try:
         for flag, glob in (("--replay_errors", n.replay_errors), ("--input", plan.input)):
             if glob:

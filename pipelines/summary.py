@@ -25,6 +25,8 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 
+from client.cache import cache_summary, format_cache_summary
+
 __all__ = ["build_summary", "chatbeam_counters", "count_input_lines", "count_records", "format_summary", "read_json",
            "write_json"]
 
@@ -89,6 +91,9 @@ def build_summary(counters: Mapping[str, int], *, run_date: str, wall_s: float, 
     }
     if budget:
         summary["budget"] = dict(budget)
+    cache = cache_summary(counters)  # --cache: hits, misses, tokens and cost saved (client/cache.py)
+    if cache:
+        summary["cache"] = cache
     summary.update(_tiers_and_batch(counters))
     return summary
 
@@ -163,6 +168,7 @@ def format_summary(s: Mapping[str, Any]) -> str:
     lines += _format_tiers_and_batch(s)
     if s.get("budget"):
         lines.append(_budget_line(s["budget"]))
+    lines += format_cache_summary(s.get("cache"))
     for reason in s.get("failures") or ():
         lines.append(f"  FAILED    {reason}")
     if s.get("checkpoint_write_failures"):

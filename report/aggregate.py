@@ -103,7 +103,7 @@ class RunAggregate:
         self._slowest: list[tuple[float, int, dict[str, Any]]] = []
         self._tiebreak = itertools.count()
         self._telemetry: list[dict[str, Any]] = []
-        self.results = self.errors = self.read_errors = self.unparsable = self.untimed = 0
+        self.results = self.errors = self.read_errors = self.unparsable = self.untimed = self.cached = 0
         self._first: float | None = None
         self._last: float | None = None
 
@@ -125,6 +125,12 @@ class RunAggregate:
     def add(self, record: Mapping[str, Any]) -> None:
         """One result or error record (as its JSON object)."""
         is_error = "error_type" in record
+        if not is_error and record.get("cached"):
+            # Served from the response cache (--cache): its times, latency and usage are the original call's, on an
+            # earlier run; it is not part of this run's timeline, latency or spend.
+            self.results += 1
+            self.cached += 1
+            return
         started, finished = _epoch(record.get("started_at")), _epoch(record.get("finished_at"))
         if finished is not None:
             self._first = finished if self._first is None else min(self._first, finished)
@@ -217,7 +223,7 @@ class RunAggregate:
         return {
             "totals": {"outputs": self.results + self.errors, "results": self.results, "errors": self.errors,
                        "read_errors": self.read_errors, "unparsable_lines": self.unparsable,
-                       "results_without_times": self.untimed,
+                       "results_without_times": self.untimed, "cached_results": self.cached,
                        "first_at": self._first, "last_at": self._last,
                        "span_s": round(self._last - self._first, 3) if self._first is not None else None,
                        "cost_usd": round(sum(r["cost_usd"] for r in self._models.values()), 6),

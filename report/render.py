@@ -231,6 +231,8 @@ def _cards(data: Mapping[str, Any]) -> str:
              ("p50 / p95 / p99", " / ".join(_num(lat.get(k)) for k in ("p50", "p95", "p99")) + " ms" if lat else "–")]
     if share_429:
         cards.append(("answered 429", share_429))
+    if totals.get("cached_results"):
+        cards.append(("from the cache", _num(totals["cached_results"])))
     return '<div class="cards">' + "".join(f"<div class=card><b>{v}</b><span>{_e(k)}</span></div>"
                                            for k, v in cards) + "</div>"
 

@@ -195,6 +195,9 @@ class ResultRecord(BaseModel):
     started_at: str | None = None
     finished_at: str | None = None
     service_tier: str | None = None  # standard, flex or priority (online), batch (a batch prediction job)
+    # Served from the response cache (--cache, client/cache.py) instead of a call: the answer, usage and timestamps
+    # are the original call's; id and metadata are this run's input's.
+    cached: bool = False
 
 
 class ErrorRecord(BaseModel):

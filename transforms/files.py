@@ -20,6 +20,7 @@ dry-run (``--dry_run``)     ``O-dry-run-SSSSS.jsonl``, ``E-dry-run-SSSSS.jsonl``
 summaries and report        ``O-summary.json``, ``O-dry-run-summary.json``, ``O-report.html``  (replaced)
 journal                     ``C/part-*.jsonl``                               (never)
 lock                        ``O.lock``, ``E.lock``                           (never)
+response cache (``--cache``)  ``K/entries-*.jsonl``, ``K/compact-*.jsonl``     (only by ``chatbeam cache compact``)
 ==========================  ===============================================  =====================================
 
 The rules, each a one-line error (exit 2) before any work:
@@ -31,6 +32,9 @@ The rules, each a one-line error (exit 2) before any work:
    run's results as input; a literal input named like a shard would be overwritten).
 3. The ``--replay_errors`` glob may not match any file of this run, and a replay may not write into a prefix that
    already holds results (it would replace the replayed run's results with its own).
+4. The ``--cache`` directory ``K`` is the cache's alone: it may not be (or lie under) the ``--output`` or ``--errors``
+   prefix or the journal, none of those may lie inside it, and no sink may delete its shards. Rules 2 and 3 cover
+   its shards too: an input glob that would read cache shards as prompts is refused.
 
 "Could match" is decided on sample names (shard 0 of 1, 1 of 2, 3 of 4, 9 of 10, 123 of 1000) with Beam's own glob
 semantics (``FileSystem.translate_pattern``), so a glob that only matches shard numbers no sample has would slip
@@ -49,9 +53,9 @@ from typing import Iterable, Sequence
 from apache_beam.io.filesystem import FileSystem
 from apache_beam.io.filesystems import FileSystems
 
-__all__ = ["DRY_RUN_SHARDS", "Family", "RunFilesError", "check_existing_inputs", "check_input", "check_output_prefix",
-           "check_results_absent", "lock_path", "normalize", "reads_own_files", "remove_stale_shards",
-           "replay_into_results", "run_files", "sink_collision"]
+__all__ = ["DRY_RUN_SHARDS", "Family", "RunFilesError", "cache_collision", "check_existing_inputs", "check_input",
+           "check_output_prefix", "check_results_absent", "lock_path", "normalize", "reads_own_files",
+           "remove_stale_shards", "replay_into_results", "run_files", "sink_collision"]
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +106,21 @@ def _single(what: str, flag: str, prefix: str, path: str) -> Family:
     return Family(what, flag, prefix, (path,), path)
 
 
-def run_files(output: str | None, errors: str | None, checkpoint_dir: str | None) -> list[Family]:
+def _cache_shards(location: str) -> list[Family]:
+    """The response cache's shards (client/cache.py names them): a run's, one per bundle, and compaction's."""
+    k = location.rstrip("/")
+    return [Family("response cache", "--cache", location,
+                   (f"{k}/entries-20261130T031000Z-0123abcd-0123456789ab.jsonl",), f"{k}/entries-*.jsonl"),
+            Family("response cache", "--cache", location,
+                   (f"{k}/compact-20261130T031000Z-0123abcd-00000-of-00001.jsonl",), f"{k}/compact-*.jsonl")]
+
+
+def run_files(output: str | None, errors: str | None, checkpoint_dir: str | None,
+              cache: str | None = None) -> list[Family]:
     """Every family of files a run with these prefixes writes (real and dry runs alike, since both leave files a
-    later run must not trip over). Paths are compared as given: pass them through ``normalize`` first."""
-    families: list[Family] = []
+    later run must not trip over), and the shards of its ``--cache``. Paths are compared as given: pass them
+    through ``normalize`` first."""
+    families: list[Family] = _cache_shards(cache) if cache else []
     if output:
         families += [_sharded("results", "--output", output), _dry_run("dry-run results", "--output", output),
                      _single("summary", "--output", output, f"{output}-summary.json"),
@@ -141,6 +156,26 @@ def sink_collision(families: Sequence[Family]) -> str | None:
                             f"files; give each its own prefix that does not start with the other's, e.g. "
                             f"{_suggest(sink, other)}")
     return None
+
+
+def _inside(path: str, directory: str) -> bool:
+    directory = directory.rstrip("/")
+    return path.rstrip("/") == directory or path.startswith(directory + "/")
+
+
+def cache_collision(cache: str, families: Sequence[Family]) -> str | None:
+    """Rule 4: the ``--cache`` directory shares no path with this run's prefixes (``families`` from ``run_files``
+    with that cache). None when it is apart."""
+    for family in families:
+        if family.flag == "--cache":
+            continue
+        if _inside(cache, family.prefix):
+            return (f"--cache {cache!r} lies under {family.flag} {family.prefix!r}: keep the cache, which outlives "
+                    "runs and is shared between them, in a directory of its own")
+        if _inside(family.prefix, cache):
+            return (f"{family.flag} {family.prefix!r} lies inside --cache {cache!r}; keep outputs out of the cache "
+                    "(give the cache a directory of its own)")
+    return sink_collision(families)
 
 
 def _suggest(sink: Family, other: Family) -> str:
@@ -202,8 +237,10 @@ def check_existing_inputs(flag: str, paths: Iterable[str], families: Sequence[Fa
     for path in paths:
         for family in families:
             if _matches(normalize(path), family.pattern):
+                why = ("cache shards are not prompt records: narrow the glob or move the cache" if family.flag ==
+                       "--cache" else "it would be overwritten: move the input or write the outputs elsewhere")
                 raise RunFilesError(f"{flag} file {path!r} is one of this run's {family.what} files ({family.flag}); "
-                                    "it would be overwritten: move the input or write the outputs elsewhere")
+                                    f"{why}")
 
 
 def check_results_absent(prefix: str) -> None:

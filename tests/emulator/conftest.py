@@ -1,4 +1,5 @@
-"""Shared fixtures for the emulator tests: one emulator served from a thread, reset before each test.
+"""Shared fixtures for the emulator tests: one emulator served from a thread, reset before each test, and one on a
+manual clock (`clocked`) for the tests of time windows (storms, capacity, token expiry).
 
 The repo root goes first on sys.path: an editable install made while ``emulator/`` was empty registers
 it as a namespace package, which would hide ``emulator/__init__.py``.
@@ -21,6 +22,7 @@ if getattr(sys.modules.get("emulator"), "__file__", "") is None:  # imported as 
         del sys.modules[name]
 
 from emulator import EmulatorConfig, RunningEmulator, serve_in_thread  # noqa: E402
+from tests.emulator._support import ManualClock  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -40,4 +42,26 @@ def emu(_server: RunningEmulator) -> RunningEmulator:
 @pytest.fixture
 def http(emu: RunningEmulator) -> Iterator[httpx2.Client]:
     with httpx2.Client(base_url=emu.url, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def _clocked_server() -> Iterator[tuple[RunningEmulator, ManualClock]]:
+    clock = ManualClock()
+    with serve_in_thread(EmulatorConfig(seed=1), clock=clock) as running:
+        yield running, clock
+
+
+@pytest.fixture
+def clocked(_clocked_server: tuple[RunningEmulator, ManualClock]) -> tuple[RunningEmulator, ManualClock]:
+    """(emulator, clock): an emulator whose fault windows and token lifetimes follow ``clock.advance`` only."""
+    running, clock = _clocked_server
+    running.set_faults({})
+    running.reset()
+    return running, clock
+
+
+@pytest.fixture
+def clocked_http(clocked: tuple[RunningEmulator, ManualClock]) -> Iterator[httpx2.Client]:
+    with httpx2.Client(base_url=clocked[0].url, timeout=30) as client:
         yield client

@@ -36,7 +36,8 @@ async def _burst(url: str, n: int, stream: bool) -> list[int]:
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 def test_concurrent_requests_are_in_flight_together(emu, stream):
-    emu.set_faults(latency_ms=300)
+    # 3 s of latency: all 300 requests arrive while the first still waits, even on a loaded 2-core machine
+    emu.set_faults(latency_ms=3000)
     started = time.perf_counter()
     statuses = asyncio.run(_burst(emu.url, 300, stream))
     elapsed = time.perf_counter() - started
@@ -45,4 +46,4 @@ def test_concurrent_requests_are_in_flight_together(emu, stream):
     assert statuses == [200] * 300
     assert stats["max_in_flight"] >= 250, stats
     assert stats["ok"] == 300 and stats["duplicate_ok"] == 0 and stats["unique_fingerprints"] == 300
-    assert elapsed < 10  # 300 x 300 ms served concurrently, not one after another (90 s)
+    assert elapsed < 45  # 300 x 3 s served concurrently, not one after another (900 s); generous for a loaded box

@@ -1,8 +1,10 @@
-"""Session fixtures: real GCS and BigQuery emulators (started once, skipped with the reason if not installed)."""
+"""Session fixtures: real GCS and BigQuery emulators (started once; skipped with the reason if not installed, or
+failed when CHATBEAM_REQUIRE_GCP=1: CI installs them, so there a missing emulator is a failure, not a skip)."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +16,14 @@ sys.modules[_spec.name] = emulators
 _spec.loader.exec_module(emulators)
 
 PROJECT = emulators.PROJECT
+REQUIRE = "CHATBEAM_REQUIRE_GCP"
+
+
+def unavailable(reason: str) -> None:
+    """Skip the test with ``reason`` -- or fail it when CHATBEAM_REQUIRE_GCP=1 (as tests/realmodel does)."""
+    if os.environ.get(REQUIRE) == "1":
+        pytest.fail(f"{REQUIRE}=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +37,7 @@ def gcs_emulator(gcp_workdir):
         emu = emulators.GcsEmulator(name="gcs", log_path=gcp_workdir / "gcs.log", data_dir=gcp_workdir / "gcs")
         emu.start()
     except emulators.EmulatorUnavailable as exc:
-        pytest.skip(str(exc))
+        unavailable(str(exc))
     yield emu
     emu.stop()
 
@@ -40,7 +50,7 @@ def bigquery_emulator(gcp_workdir, gcs_emulator):
                                          gcs_local_root=gcs_emulator.objects_root)
         emu.start()
     except emulators.EmulatorUnavailable as exc:
-        pytest.skip(str(exc))
+        unavailable(str(exc))
     yield emu
     emu.stop()
 

@@ -26,7 +26,8 @@ def _records(pattern: str) -> list[dict]:
 
 
 def test_extract_gs_paths_match_local_run(gcp_env, gcs_emulator, gcs_client, tmp_path):
-    extract = pytest.importorskip("pipelines.extract")
+    from pipelines import extract
+
     run = uuid.uuid4().hex[:8]
     gcs_client.bucket(gcs_emulator.bucket).blob(f"{run}/in/prompts.jsonl").upload_from_filename(str(EXAMPLES))
     gs = f"gs://{gcs_emulator.bucket}/{run}"

@@ -159,3 +159,13 @@ def test_the_numbers_stay_small_for_a_large_run():
     data = agg.data()
     assert len(json.dumps(data)) < 60_000
     assert data["timeline"]["n"] <= MAX_BINS + 1 and data["latency"]["count"] == 100_000
+
+
+def test_results_served_from_the_cache_count_but_stay_off_this_runs_timeline_latency_and_spend():
+    agg = RunAggregate(PRICES)
+    agg.add(result(1, T0, 0.5))
+    agg.add(result(2, T0 - 86400, 9.0, cached=True))  # yesterday's answer, served today from the cache
+    data = agg.data()
+    assert (data["totals"]["results"], data["totals"]["cached_results"]) == (2, 1)
+    assert data["totals"]["first_at"] == T0 and data["latency"]["count"] == 1
+    assert data["by_model"][0]["records"] == 1 and data["totals"]["cost_usd"] == PRICES.cost("m1", 100, 10)

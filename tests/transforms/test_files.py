@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from transforms.files import (RunFilesError, check_existing_inputs, check_input, check_output_prefix,
-                              reads_own_files, replay_into_results, run_files, sink_collision)
+from transforms.files import (RunFilesError, cache_collision, check_existing_inputs, check_input,
+                              check_output_prefix, reads_own_files, replay_into_results, run_files, sink_collision)
 from transforms.run_lock import LockHeld, RunLock
 
 
@@ -62,6 +62,46 @@ def test_a_replay_of_the_runs_own_output_is_refused():
     # The issue: --replay_errors 'D/r_errors-*' --output D/r --errors D/other replaced the earlier run's results.
     assert "would replace that run's results" in replay_into_results("/d/r_errors-*", "/d/r")
     assert replay_into_results("/d/r_errors-*", "/d/replay") is None
+
+
+def cache_problem(cache, output="/d/r", errors="/d/r_errors"):
+    return cache_collision(cache, run_files(output, errors, f"{output}-checkpoint" if output else None, cache))
+
+
+@pytest.mark.parametrize("cache, output, errors, says", [
+    ("/d/r", "/d/r", "/d/r_errors", "--cache '/d/r' lies under --output"),            # equal to the output prefix
+    ("/d/r/cache", "/d/r", "/d/r_errors", "lies under --output"),                     # under it
+    ("/d/r_errors/k", "/d/r", "/d/r_errors", "lies under --errors"),
+    ("/d/r-checkpoint/k", "/d/r", "/d/r_errors", "lies under --checkpoint_dir"),
+    ("/d", "/d/r", "/d/e", "--output '/d/r' lies inside --cache"),                    # the outputs in the cache
+    ("gs://b/k", "gs://b/k/r", None, "lies inside --cache"),
+    ("gs://b/e", "gs://b/r", "gs://b/e", "lies under --errors"),
+])
+def test_a_cache_sharing_a_path_with_the_outputs_is_refused(cache, output, errors, says):
+    problem = cache_problem(cache, output, errors)
+    assert problem and says in problem and "\n" not in problem
+
+
+@pytest.mark.parametrize("cache", ["/d/cache", "/d/r_cache", "/d/r-cache", "/k", "gs://b/k"])
+def test_a_cache_apart_from_the_outputs_is_fine(cache):
+    assert cache_problem(cache) is None
+
+
+@pytest.mark.parametrize("glob", ["/d/cache/*.jsonl", "/d/cache/entries-*", "/d/**", "/d/*/*.jsonl"])
+def test_an_input_glob_that_would_read_cache_shards_is_refused(glob):
+    problem = reads_own_files("--input", glob, run_files("/d/r", "/d/r_errors", None, "/d/cache"))
+    assert problem and "this run's response cache files" in problem
+    assert reads_own_files("--input", "/d/in/*.jsonl", run_files("/d/r", "/d/r_errors", None, "/d/cache")) is None
+
+
+def test_an_existing_input_file_that_is_a_cache_shard_is_refused(tmp_path):
+    shard = tmp_path / "k" / "compact-20261130T031000Z-0123abcd-00000-of-00001.jsonl"
+    shard.parent.mkdir()
+    shard.write_text("{}\n")
+    families = run_files(str(tmp_path / "r"), None, None, str(tmp_path / "k"))
+    with pytest.raises(RunFilesError, match="cache shards are not prompt records"):
+        check_existing_inputs("--input", [str(shard)], families)
+    check_existing_inputs("--input", [str(tmp_path / "k" / "notes.jsonl")], families)  # not a shard name
 
 
 def test_output_prefix_checks(tmp_path):
