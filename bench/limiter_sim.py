@@ -21,6 +21,7 @@ Candidates (the table in client/limits.py's docstring is this script's output):
 - ``fixed_depth``: the new policy with every cut x0.95 (no crowd-driven depth);
 - ``scaled_step``: x0.95 cuts, but the step scaled down by the recent 429 share instead;
 - ``mi_only``: the new policy without the AI_STEP / W part of the growth;
+- ``ai0.03``: the new policy with the inverse additive step's earlier weight (AI_STEP 0.03 instead of 0.045);
 - ``new``: client/limits.py as it is.
 
 Scenarios: ``nN`` N processes (starts spread over ``--stagger_s``), equal work; ``halve`` 8 processes, capacity
@@ -308,6 +309,20 @@ class ScaledStep(FixedDepth):
         self._cwnd = min(self._cwnd, float(self.max_concurrency))
 
 
+class StepWeight(RequestLimiter):
+    """The new policy with another weight of the inverse additive step (AI_STEP)."""
+
+    ai_step = 0.03
+
+    def _grow(self) -> None:
+        saved = limits.AI_STEP
+        limits.AI_STEP = self.ai_step
+        try:
+            super()._grow()
+        finally:
+            limits.AI_STEP = saved
+
+
 def _with_sre_throttler(base: type, overload_ratio: float) -> type:
     """``base`` behind Beam's client-side adaptive throttler (the SRE book's): an attempt is held back for 1 s
     with probability max(0, (requests - K x accepts) / (requests + 1)) over the last 60 s."""
@@ -343,6 +358,7 @@ def candidates() -> dict[str, Callable[..., RequestLimiter]]:
         "fixed_depth": lambda **kw: FixedDepth(max_concurrency=MAX_CONCURRENCY, **kw),
         "scaled_step": lambda **kw: ScaledStep(max_concurrency=MAX_CONCURRENCY, **kw),
         "mi_only": lambda **kw: NoAdditive(max_concurrency=MAX_CONCURRENCY, **kw),
+        "ai0.03": lambda **kw: StepWeight(max_concurrency=MAX_CONCURRENCY, **kw),
         "new": lambda **kw: RequestLimiter(max_concurrency=MAX_CONCURRENCY, **kw),
     }
     return made
@@ -350,7 +366,7 @@ def candidates() -> dict[str, Callable[..., RequestLimiter]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--candidates", default="v1,v1+sre1.1,fixed_depth,scaled_step,mi_only,new")
+    p.add_argument("--candidates", default="v1,v1+sre1.1,fixed_depth,scaled_step,mi_only,ai0.03,new")
     p.add_argument("--scenarios", default="n1,n4,n8,n16,halve,join")
     p.add_argument("--seeds", type=int, default=3, help="runs per cell; the table shows medians")
     p.add_argument("--duration", type=float, default=90.0, help="seconds of work at full capacity (nN scenarios)")

@@ -263,13 +263,21 @@ def _kill_all(children: list[Child]) -> None:
                 pass
 
 
+class _NoWindow(Exception):
+    """The scenario left no time in which to measure (the row is reported as failed, with the reason)."""
+
+
 def _window_figures(emu: Emulator, children: list[Child], t0: float, t1: float,
                     capacity: float) -> dict[str, float]:
     """Records/s, % of capacity and 429 share from the emulator's counters over [t0, t1]."""
+    if t1 - t0 < 1.0:
+        # An empty or reversed window (a process finished before it began) has no rate: clamping its span to a
+        # tiny positive number printed negative windows and rates of -1e11 for "N = 8, capacity halves".
+        raise _NoWindow(f"no window to measure: it would end {t0 - t1:.1f} s before it starts")
     ok0, r0 = emu.at(t0)
     ok1, r1 = emu.at(t1)
     ok, rejected = ok1 - ok0, r1 - r0
-    span = max(1e-9, t1 - t0)
+    span = t1 - t0
     return {"window_s": round(t1 - t0, 1), "rps": ok / span, "capacity_fraction": ok / span / capacity,
             "share_429": rejected / (ok + rejected) if ok + rejected else 0.0}
 
@@ -288,8 +296,9 @@ def _run(args: argparse.Namespace, emu: Emulator, work: Path, scenario: str, n: 
     if scenario == "steady":
         plan = [(f"p{i:02d}", max(1, math.ceil(cap * args.duration_s / n)), "a") for i in range(n)]
     elif scenario == "halve":
-        # enough for the start-up spread, halve_after_s at full capacity and duration_s at half
-        total = cap * (args.halve_after_s + 10.0) + cap / 2 * args.duration_s
+        # enough for the start-up spread, halve_after_s at full capacity and duration_s at half, with a margin
+        # for a process above its fair share (the window after the cut ends when the first process finishes)
+        total = 1.25 * (cap * (args.halve_after_s + 10.0) + cap / 2 * args.duration_s)
         plan = [(f"p{i:02d}", math.ceil(total / n), "a") for i in range(n)]
     else:  # churn: long ones run throughout; short ones leave early; joiners come once they have left
         unit = cap * args.duration_s / 8
@@ -312,7 +321,10 @@ def _run(args: argparse.Namespace, emu: Emulator, work: Path, scenario: str, n: 
         return {"scenario": scenario, "n": n, "limiter": limiter, "failed": str(exc)[:500]}
     finally:
         _kill_all(children)
-    return {**_figures(args, emu, children, scenario, n, events, final), "limiter": limiter}
+    try:
+        return {**_figures(args, emu, children, scenario, n, events, final), "limiter": limiter}
+    except _NoWindow as exc:
+        return {"scenario": scenario, "n": n, "limiter": limiter, "failed": str(exc)}
 
 
 def _drive(args: argparse.Namespace, emu: Emulator, children: list[Child], scenario: str, run_dir: Path,
@@ -375,9 +387,12 @@ def _figures(args: argparse.Namespace, emu: Emulator, children: list[Child], sce
         row["min_share"], row["max_share"] = _shares(children, t0, t1)
         row["start_spread_s"] = round(max(firsts) - min(firsts), 1)
     elif scenario == "halve":
+        # Before the cut: from the last process's first answer to the cut; after: from 2 s after the cut until
+        # the first process finished (shares are only comparable while all run).
         t0, th, t1 = max(firsts), events["halved"], min(ends)
-        if t1 < th + 12.0:
-            row["failed"] = "a process finished within 10 s of the halving: raise --duration_s"
+        if t1 < th + 12.0 or th < t0 + 1.0:
+            row["failed"] = (f"a process finished {t1 - th:.1f} s after the halving (need >= 12 s): raise "
+                             f"--duration_s" if t1 < th + 12.0 else "the halving came before all processes ran")
             return row
         before = _window_figures(emu, children, t0, th, cap)
         after = _window_figures(emu, children, th + 2.0, t1, cap / 2)

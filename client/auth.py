@@ -15,7 +15,12 @@ event loop.
 - ``LocalTokenSource``: the emulator's stand-in for ADC; mints a fresh opaque token every ``lifetime_s`` seconds.
 - ``EnvKeySource``: a fixed API key read from an environment variable when the source is built (in ``setup()``).
 - ``NoAuth``: no Authorization header at all (``anonymous = True``).
+
+``TokenAuth(source)`` puts a source on an httpx2 client as its auth flow (httpx's ``Auth.async_auth_flow``): every
+request gets ``Authorization: Bearer <token>``; a 401 forces one refresh of the token that request carried and the
+request is sent once more; a second 401 is returned (final). The refreshed response's ``history`` holds the 401.
 """
+
 
 from __future__ import annotations
 
@@ -24,13 +29,16 @@ import os
 import secrets
 import threading
 import time
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, AsyncGenerator, Callable, Generator, Mapping, Protocol
+
+import httpx2
 
 from client.config import Target
 from client.constants import CLOUD_PLATFORM_SCOPE, LOCAL_TOKEN_LIFETIME_S
 from client.errors import AuthError, ChatbeamError, ConnectionFailed, register_secret
 
-__all__ = ["EnvKeySource", "GoogleTokenSource", "LocalTokenSource", "NoAuth", "TokenSource", "token_source_for"]
+__all__ = ["EnvKeySource", "GoogleTokenSource", "LocalTokenSource", "NoAuth", "TokenAuth", "TokenSource",
+           "token_source_for"]
 
 
 class TokenSource(Protocol):
@@ -193,3 +201,47 @@ def token_source_for(target: Target, *, local_token_lifetime_s: float = LOCAL_TO
     if target.auth == "none":
         return NoAuth()
     raise AuthError(f"unknown auth kind {target.auth!r}")
+
+
+class TokenAuth(httpx2.Auth):
+    """A token source as an httpx2 auth flow: send with the current token; on a 401 refresh that token once and
+    send again (see the module docstring). ``on_refresh()`` is called for each refresh that led to a resend.
+
+        client = httpx2.AsyncClient(auth=TokenAuth(LocalTokenSource(), on_refresh=lambda: counters.inc("x")))
+
+    The token is never logged or stored outside the request's header (``__repr__`` names only the source's kind).
+    Async clients only: the sources' ``token()`` is a coroutine.
+    """
+
+    requires_request_body = True  # the body is sent again after a refresh
+
+    def __init__(self, source: TokenSource, *, on_refresh: Callable[[], None] | None = None) -> None:
+        self.source = source
+        self._on_refresh = on_refresh
+
+    def sync_auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response, None]:
+        raise RuntimeError("TokenAuth works with httpx2.AsyncClient only (token sources are async)")
+
+    async def async_auth_flow(self, request: httpx2.Request) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+        token = await self.source.token()
+        _authorize(request, token)
+        response = yield request
+        if response.status_code != 401 or not await self.source.force_refresh(token or None):
+            return
+        if self._on_refresh is not None:
+            self._on_refresh()
+        # A new request, not the sent one changed in place: the 401 response keeps the request it answered.
+        retry = httpx2.Request(request.method, request.url, headers=request.headers, content=request.content,
+                               extensions=request.extensions)
+        _authorize(retry, await self.source.token())
+        yield retry
+
+    def __repr__(self) -> str:
+        return f"TokenAuth({type(self.source).__name__})"
+
+
+def _authorize(request: httpx2.Request, token: str) -> None:
+    if token:
+        request.headers["Authorization"] = f"Bearer {token}"
+    else:  # NoAuth: no header at all (also none the SDK may have set)
+        request.headers.pop("Authorization", None)

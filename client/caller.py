@@ -7,7 +7,8 @@
 One retry layer (ours): the SDK client is built with ``max_retries=0``. Per record:
 build the request (pure; BadRequest/MediaError become an ErrorRecord at once) -> up to ``max_attempts`` attempts
 under the RetryPolicy -> each attempt takes a limiter permit, sends (or streams and assembles), and parses; a 401
-forces one token refresh and repeats that attempt once (not a retry) -> a schema-invalid answer is re-asked up to
+forces one token refresh and sends once more within the attempt (the HTTP client's auth flow, client/auth.py
+``TokenAuth``; both requests count as attempts, neither as a retry) -> a schema-invalid answer is re-asked up to
 ``max_reasks`` times with the validation error (for tool calls: the assistant's calls, each answered by a ``tool``
 message carrying the error) -> ResultRecord, or ErrorRecord with stage/error_type/retryable, the usage of every
 answered attempt and the model's ``response_text`` when it answered.
@@ -32,6 +33,10 @@ Responses are cut off at ``max_response_bytes`` (client/http_cap.py). A circuit 
 sending after a run of identical 401/403/404 answers: the records it refuses are checked just before sending.
 Every output passes ``scrub_output``: live credentials a server echoed never reach a record.
 
+The hot path (docs/hotpath.md): a non-streaming attempt is sent on the SDK's HTTP client without the SDK's per-call
+machinery (``_post``: the body serialised once, the SDK's status errors, the SDK's ChatCompletion parsed from the
+bytes); streaming goes through ``create(stream=True)``. The HTTP pool is aiohttp's (client/http_pool.py).
+
 The budget seam (client/budget.py; optional): once per record, after the request is built and before its first
 attempt, ``hold = await budget.reserve(request)``; None means the budget is spent, and the record becomes a
 ``budget_exhausted`` error (retryable, nothing sent). ``hold.settle(usage)`` once the record is done.
@@ -54,16 +59,17 @@ import httpx2
 import openai
 from openai.types.chat import ChatCompletion
 
-from client.auth import TokenSource, token_source_for
+from client.auth import TokenAuth, TokenSource, token_source_for
 from client.breaker import Breaker
 from client.budget import Budget, BudgetExhausted, Hold
 from client.config import ClientConfig
 from client.constants import REASK_TEMPLATE, THROTTLE_STATUS, TOOL_REASK_TEMPLATE, TRUNCATION_RETRY_MAX_TOKENS
-from client.errors import (AuthError, ChatbeamError, InternalError, MalformedResponse, RequestTimeout, SchemaInvalid,
-                           StreamBroken, Truncated, map_errors)
+from client.errors import (ChatbeamError, InternalError, RequestTimeout, SchemaInvalid, StreamBroken, Truncated,
+                           map_errors)
 from client.http_cap import cap_responses
+from client.http_pool import new_http_client
 from client.metrics import RunCounters
-from client.parsing import ParsedCompletion, StreamAssembler, parse_completion, usage_of
+from client.parsing import ParsedCompletion, StreamAssembler, completion_from_json, parse_completion, usage_of
 from client.requests import ChatRequest, build_request, estimate_tokens
 from client.retry import RetryPolicy
 from client.scrub import scrub_output, split_userinfo
@@ -122,12 +128,8 @@ def utc_iso(epoch_s: float) -> str:
     return datetime.datetime.fromtimestamp(epoch_s, datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _rejected_token(exc: BaseException) -> str | None:
-    """The bearer token of the request a 401 answered (read from the SDK error's request), so the token source
-    refreshes only if nobody has replaced that token yet. Never logged or stored."""
-    request = getattr(getattr(exc.__cause__, "response", None), "request", None)
-    header = request.headers.get("authorization", "") if request is not None else ""
-    return header.partition(" ")[2] or None
+# The SDK insists on an API key; the HTTP client's auth flow replaces (or, for NoAuth, removes) its header.
+_SDK_PLACEHOLDER_KEY = "set-by-the-auth-flow"
 
 
 class ChatCaller:
@@ -156,19 +158,19 @@ class ChatCaller:
         base_url, basic_auth = split_userinfo(config.target.base_url)
         self._owns_http = http_client is None
         if http_client is None:
-            # Idle connections are dropped after 4 s: servers close idle ones (llama-server after 5 s), and a
-            # request sent on a connection the server is closing fails with "disconnected without a response".
-            limits = httpx2.Limits(max_connections=config.max_concurrency,
-                                   max_keepalive_connections=config.max_concurrency, keepalive_expiry=4.0)
-            http_client = httpx2.AsyncClient(limits=limits, timeout=timeout)
-        if basic_auth is not None:
-            http_client.auth = httpx2.BasicAuth(*basic_auth)
+            http_client = new_http_client(config.max_concurrency, timeout)  # aiohttp's pool (client/http_pool.py)
+        # Credentials are the HTTP client's auth flow (client/auth.py TokenAuth): a 401 refreshes the token once
+        # and resends, below the SDK. A key in the URL's userinfo is sent as Basic auth instead (no refresh).
+        http_client.auth = (httpx2.BasicAuth(*basic_auth) if basic_auth is not None else
+                            TokenAuth(self.tokens, on_refresh=lambda: self.counters.inc("auth_refreshes")))
         cap_responses(http_client, config.max_response_bytes)
         self._http = http_client
-        self._client = openai.AsyncOpenAI(base_url=base_url, api_key=self.tokens.token,
+        # The SDK's own bearer header is replaced by the auth flow; it never sees the token.
+        self._client = openai.AsyncOpenAI(base_url=base_url, api_key=_SDK_PLACEHOLDER_KEY,
                                           max_retries=0, timeout=timeout, http_client=http_client)
-        # With no credentials the SDK must be told explicitly to send no Authorization header.
-        self._extra_headers = {"Authorization": openai.omit} if getattr(self.tokens, "anonymous", False) else None
+        self._completions_url = httpx2.URL(str(self._client.base_url).rstrip("/") + "/chat/completions")
+        self._timeout_extension = {"timeout": timeout.as_dict()}
+        self._headers_by_tier: dict[str, list[tuple[str, str]]] = {}
 
     async def aclose(self) -> None:
         if self._owns_http:
@@ -265,25 +267,9 @@ class ChatCaller:
 
     async def _attempt(self, request: ChatRequest, messages: list[dict[str, Any]],
                        state: _RecordState, keep_truncated: bool = False) -> ParsedCompletion:
-        # A 401 is shown to the breaker only once it is final: an expired token answered by a refresh is not
-        # a permanent failure (a whole window of requests can meet one expired token together).
-        try:
-            return await self._send_once(request, messages, state, keep_truncated)
-        except AuthError as exc:
-            # An expired/revoked token: refresh once and repeat this attempt (not counted as a retry);
-            # a second 401 is final.
-            if exc.status_code != 401:
-                raise
-            if not await self.tokens.force_refresh(_rejected_token(exc)):
-                self._breaker_saw(401, request.model)
-                raise
-            self.counters.inc("auth_refreshes")
-        try:
-            return await self._send_once(request, messages, state, keep_truncated)
-        except AuthError as exc:
-            if exc.status_code == 401:
-                self._breaker_saw(401, request.model)
-            raise
+        # One attempt; a 401 refresh and resend happen inside it, in the HTTP client's auth flow (TokenAuth), and
+        # count as an attempt of their own (state.attempts) though not as a retry.
+        return await self._send_once(request, messages, state, keep_truncated)
 
     def _breaker_saw(self, status_code: int | None, model: str | None) -> None:
         opened = self.breaker.opened
@@ -314,7 +300,7 @@ class ChatCaller:
         self.counters.inc("attempts")
         outcome, tokens_used = "error", None
         try:
-            completion = await self._call_within_timeout(request, messages, state.tier)
+            completion = await self._call_within_timeout(request, messages, state)
             self._breaker_saw(200, request.model)
             outcome = "ok"
             usage = usage_of(getattr(completion, "usage", None))
@@ -322,8 +308,7 @@ class ChatCaller:
             self._count_usage(usage, state)
             self.counters.inc("status_200")
         except ChatbeamError as exc:
-            if exc.status_code != 401:  # a 401 is judged by _attempt, after the token refresh
-                self._breaker_saw(exc.status_code, request.model)
+            self._breaker_saw(exc.status_code, request.model)  # a 401 here is final: the auth flow refreshed once
             if exc.status_code is not None:
                 self.counters.inc(f"status_{exc.status_code}")
             if exc.status_code in THROTTLE_STATUS:
@@ -338,33 +323,57 @@ class ChatCaller:
                                 keep_truncated=keep_truncated)
 
     async def _call_within_timeout(self, request: ChatRequest, messages: list[dict[str, Any]],
-                                   tier: str = "standard") -> ChatCompletion:
+                                   state: _RecordState) -> ChatCompletion:
         """One attempt with a total deadline: a server that trickles its body or streams forever is cut off."""
         limit = asyncio.timeout(self.config.request_timeout)
         try:
             async with limit:
-                return await self._call(request, messages, tier)
+                if self.config.stream:
+                    return await self._stream(request, messages, state)
+                return await self._post(request, messages, state)
         except TimeoutError:
             if not limit.expired():
                 raise
             raise RequestTimeout(f"the attempt took longer than --request_timeout {self.config.request_timeout:g} s "
                                  "(sending to the last byte, streaming included)") from None
 
-    async def _call(self, request: ChatRequest, messages: list[dict[str, Any]],
-                    tier: str = "standard") -> ChatCompletion:
+    def _headers(self, tier: str | None) -> list[tuple[str, str]]:
+        """The headers of a non-streaming request at ``tier``, built once per tier (Authorization: the auth flow)."""
+        tier = tier or "standard"
+        headers = self._headers_by_tier.get(tier)
+        if headers is None:
+            headers = [("Accept", "application/json"), ("Content-Type", "application/json"),
+                       *tier_headers(tier).items()]
+            self._headers_by_tier[tier] = headers
+        return headers
+
+    async def _post(self, request: ChatRequest, messages: list[dict[str, Any]],
+                    state: _RecordState) -> ChatCompletion:
+        """A non-streaming attempt on the SDK's own HTTP client, without the SDK's per-call machinery: the body is
+        the request's JSON serialised once (ChatRequest.body), errors are the SDK's status errors, and the answer
+        is the SDK's ChatCompletion parsed from the bytes in one step (completion_from_json). The SDK's
+        ``create()`` builds options, transforms params, serialises and constructs the response model in pure
+        Python on every call: most of the CPU per record at zero latency (docs/hotpath.md)."""
+        http_request = httpx2.Request("POST", self._completions_url, headers=self._headers(state.tier),
+                                      content=request.body(messages), extensions=self._timeout_extension)
+        async with map_errors():
+            response = await self._http.send(http_request)
+            state.attempts += len(response.history)  # a 401 answered by a token refresh sent the request twice
+            if not response.is_success:
+                raise self._client._make_status_error_from_response(response)  # the SDK's typed error
+        return completion_from_json(response.content)
+
+    async def _stream(self, request: ChatRequest, messages: list[dict[str, Any]],
+                      state: _RecordState) -> ChatCompletion:
+        """A streaming attempt through the SDK (``create(stream=True)``), its chunks assembled into a completion."""
         args = request.create_args(messages)
-        headers = {**(self._extra_headers or {}), **tier_headers(tier)}
+        headers = tier_headers(state.tier or "standard")
         if headers:
             args["extra_headers"] = headers
-        create = self._client.chat.completions.create
-        if not self.config.stream:
-            async with map_errors():
-                completion = await create(**args)
-            if not isinstance(completion, ChatCompletion):  # the SDK returns text for a non-JSON content type
-                raise MalformedResponse(f"response is not a chat completion: {str(completion)[:200]!r}")
-            return completion
         async with map_errors():
-            stream = await create(**args, stream=True, stream_options={"include_usage": True})
+            stream = await self._client.chat.completions.create(**args, stream=True,
+                                                                stream_options={"include_usage": True})
+        state.attempts += len(stream.response.history)  # a 401 answered by a token refresh sent it twice
         assembler = StreamAssembler()
         try:
             async with map_errors(streaming=True):

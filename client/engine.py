@@ -20,11 +20,14 @@ one HTTP connection pool). DoFn threads hand records to it and collect outputs a
     def teardown(self):
         self.engine.release()                                 # the loop stops when the last user releases
 
-``Engine.shared(key, factory, config)`` is a process-wide, reference-counted registry: every DoFn instance and
-thread of a process that passes the same ``key`` (say, the serialized ClientConfig) gets the same engine. The
-``factory(limiter)`` is called once, on the engine's loop thread — an ``AsyncOpenAI``/httpx client belongs to the
-loop it was built on — and may return the caller or an awaitable of it. A caller is anything with
-``async complete(record) -> output`` and ``async aclose()``.
+``Engine.shared(key, factory, config, parts=...)`` is the process-wide, reference-counted registry — the only one:
+every DoFn instance and thread of a process that passes the same ``key`` (say, the serialized ClientConfig) gets
+the same engine, and with it the same limiter, caller and ``parts``. ``parts()`` (optional) builds what else the
+process shares for the run — client/process_parts.py: counters, budget, job-ledger membership, tier selector — once,
+before the caller; the engine calls ``parts.attach(engine)`` once it runs and ``parts.close()`` after it closed.
+The ``factory(limiter)`` (``factory(limiter, parts)`` with parts) is called once, on the engine's loop thread — an
+``AsyncOpenAI``/httpx client belongs to the loop it was built on — and may return the caller or an awaitable of
+it. A caller is anything with ``async complete(record) -> output`` and ``async aclose()``.
 
 Processes: an engine is never pickled (``pickle.dumps(engine)`` raises; build it in ``setup()``). Each process
 builds its own — Beam's multi-process DirectRunner and Dataflow's SDK workers are separate processes — and a
@@ -95,14 +98,15 @@ class Engine:
         engine.release()                        # or close(); a directly built engine has one reference
 
     The limiter is built from ``config`` (``max_concurrency``, ``rpm``, ``tpm``, ``adaptive``); pass
-    ``limiter_options`` for the rest of ``RequestLimiter``'s knobs.
+    ``limiter_options`` for the rest of ``RequestLimiter``'s knobs. ``parts``: see the module docstring.
     """
 
-    def __init__(self, factory: Callable[[RequestLimiter], Caller | Awaitable[Caller]], config: ClientConfig, *,
-                 limiter_options: dict[str, Any] | None = None, name: str = "chatbeam-engine",
+    def __init__(self, factory: Callable[..., Caller | Awaitable[Caller]], config: ClientConfig, *,
+                 parts: Any = None, limiter_options: dict[str, Any] | None = None, name: str = "chatbeam-engine",
                  loop_factory: Callable[[], asyncio.AbstractEventLoop] = _new_loop,
                  start_timeout: float = START_TIMEOUT_S) -> None:
         self.config = config
+        self.parts = parts
         self.limiter: RequestLimiter | None = None
         self.caller: Caller | None = None
         self._key: Hashable = None
@@ -117,6 +121,8 @@ class Engine:
         try:
             future = asyncio.run_coroutine_threadsafe(self._build(factory, limiter_options or {}), self._loop)
             future.result(timeout=start_timeout)
+            if parts is not None and hasattr(parts, "attach"):
+                parts.attach(self)
         except BaseException:
             self.close()
             raise
@@ -124,13 +130,15 @@ class Engine:
     # -- registry --------------------------------------------------------------------------------------------------
 
     @classmethod
-    def shared(cls, key: Hashable, factory: Callable[[RequestLimiter], Caller | Awaitable[Caller]],
-               config: ClientConfig, **options: Any) -> "Engine":
-        """The process's engine for ``key``, built on first use; pair every call with one ``release()``."""
+    def shared(cls, key: Hashable, factory: Callable[..., Caller | Awaitable[Caller]], config: ClientConfig, *,
+               parts: Callable[[], Any] | None = None, **options: Any) -> "Engine":
+        """The process's engine for ``key``, built on first use (``parts()`` too); pair every call with one
+        ``release()``."""
         with _REGISTRY_LOCK:
             engine = _REGISTRY.get(key)
             if engine is None or not engine.alive:
-                engine = cls(factory, config, **options)
+                # A failing start closes the engine, and so the parts (Engine.close).
+                engine = cls(factory, config, parts=parts() if parts is not None else None, **options)
                 engine._key = key
                 _REGISTRY[key] = engine
             else:
@@ -166,12 +174,6 @@ class Engine:
         self._submitted += 1
         return asyncio.run_coroutine_threadsafe(self.caller.complete(record), self._loop)
 
-    def run(self, coro: Awaitable[Any], timeout: float | None = None) -> Any:
-        """Run a coroutine on the engine's loop and wait for its result (for setup work and tests)."""
-        if not self.alive:
-            raise EngineStopped("the engine is closed")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
-
     def stats(self) -> dict[str, Any]:
         """The limiter's stats plus how many records were submitted; readable from any thread."""
         stats = self.limiter.stats() if self.limiter is not None else {}
@@ -194,6 +196,7 @@ class Engine:
                 log.warning("engine shutdown did not finish cleanly: %r", exc)
                 self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout)
+        _close_parts(self.parts)
 
     def __reduce__(self) -> Any:
         raise TypeError("an Engine cannot be pickled: build it in DoFn.setup(), not at pipeline construction")
@@ -219,7 +222,7 @@ class Engine:
         config = self.config
         self.limiter = RequestLimiter(max_concurrency=config.max_concurrency, rpm=config.rpm, tpm=config.tpm,
                                       adaptive=config.adaptive, **limiter_options)
-        caller = factory(self.limiter)
+        caller = factory(self.limiter) if self.parts is None else factory(self.limiter, self.parts)
         if inspect.isawaitable(caller):
             caller = await caller
         self.caller = caller
@@ -236,6 +239,14 @@ class Engine:
             except Exception:  # closing must not hide the work's own outcome
                 log.exception("caller.aclose() failed")
         asyncio.get_running_loop().call_soon(asyncio.get_running_loop().stop)
+
+
+def _close_parts(parts: Any) -> None:
+    if parts is not None and hasattr(parts, "close"):
+        try:
+            parts.close()
+        except Exception:  # closing must not hide the work's own outcome
+            log.exception("closing the engine's parts failed")
 
 
 def _close_all_at_exit() -> None:

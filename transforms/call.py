@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 import time
 from typing import Any
 
@@ -26,17 +25,17 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from client.budget import Budget, BudgetConfig
+from client.budget import BudgetConfig
 from client.caller import ChatCaller, utc_iso
 from client.config import ClientConfig
 from client.engine import BoundedSubmitter, Engine
 from client.errors import InternalError
-from client.jobshare import JobShare, JobShareSettings
+from client.jobshare import JobShareSettings
 from client.journal import JournalSettings, JournalWriter
-from client.metrics import RunCounters
+from client.process_parts import ProcessParts
 from client.progress import PROGRESS, ProgressSettings
 from client.telemetry import TELEMETRY, TelemetrySettings, engine_sample
-from client.tiers import TierPlan, TierSelector
+from client.tiers import TierPlan
 from schemas.records import ErrorRecord, InputRecord, ResultRecord, error_record
 from transforms import metrics
 from transforms.checkpoint import write_file_atomically
@@ -52,97 +51,60 @@ def crash_to_error(record: InputRecord, exc: BaseException) -> ErrorRecord:
                         finished_at=utc_iso(time.time()))
 
 
-class _ProcessState:
-    """What all DoFn instances of one worker process share for one config: the counters and their flush mark."""
-
-    _lock = threading.Lock()
-    _by_key: dict[Any, "_ProcessState"] = {}
+class _RunnerMetrics:
+    """The DoFn's Beam metrics. Beam metrics can only be updated from the DoFn's own thread, so the engine's
+    counters are flushed here, as deltas, once per process (ProcessParts keeps the marks; all DoFn instances of
+    the process share them)."""
 
     def __init__(self) -> None:
-        self.counters = RunCounters()
-        self.flushed: dict[str, float] = {}
-        self.throttled_flushed = 0.0
-        self.lock = threading.Lock()
-        self.budget: Budget | None = None
-        self.tiers: TierSelector | None = None
-        self.share: JobShare | None = None
-        self.users = 0
+        self.latency = metrics.distribution("latency_ms")
+        self._throttled = metrics.counter("cumulativeThrottlingSeconds")
+        self._journal_failures = metrics.counter("checkpoint_write_failures")
+        self._journal_failures_reported = 0
+        self._counters = metrics.Counters()
 
-    def acquire(self, config: BudgetConfig | None,
-                jobshare: JobShareSettings | None) -> tuple[Budget | None, JobShare | None]:
-        """The process's budget and ledger membership (built by the first DoFn instance); pair with release()."""
-        with self.lock:
-            self.users += 1
-            if self.share is None and jobshare is not None:
-                self.share = JobShare(jobshare)  # writes its first heartbeat: the ledger must be reachable
-                self.budget = None
-            if self.budget is None and config is not None:
-                source = self.share if self.share is not None and config.capped else None
-                self.budget = config.build(self.counters, lease_source=source)
-            return self.budget, self.share
+    def flush(self, engine: Engine) -> None:
+        delta, throttled = engine.parts.unflushed(float(getattr(engine.limiter, "throttled_seconds", 0.0)))
+        for name, value in delta.items():
+            self._counters.inc(name, value)
+        if throttled:
+            self._throttled.inc(throttled)
 
-    def release(self) -> None:
-        """The last DoFn instance of the process gives the unused lease back to the ledger."""
-        with self.lock:
-            self.users -= 1
-            share = self.share if self.users <= 0 else None
-            if share is not None:
-                self.share, self.budget = None, None
-        if share is not None:
-            share.close()
+    def journal_flushed(self, journal: JournalWriter) -> None:
+        self._journal_failures.inc(journal.failed_writes - self._journal_failures_reported)
+        self._journal_failures_reported = journal.failed_writes
 
-    def tiers_for(self, plan: TierPlan | None) -> TierSelector | None:
-        with self.lock:
-            if self.tiers is None and plan is not None:
-                self.tiers = TierSelector(plan)
-            return self.tiers
 
-    @classmethod
-    def for_key(cls, key: Any) -> "_ProcessState":
-        with cls._lock:
-            return cls._by_key.setdefault(key, cls())
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    """The nightly-run options of a CallChatCompletions (module docstring); all optional, all Beam-free."""
+
+    budget: BudgetConfig | None = None
+    journal: JournalSettings | None = None
+    progress: ProgressSettings | None = None
+    run_id: str = ""
+    jobshare: JobShareSettings | None = None
+    telemetry: TelemetrySettings | None = None
+    tiers: TierPlan | None = None
 
 
 class _CallChatCompletionsFn(beam.DoFn):
-    def __init__(self, config: ClientConfig, budget: BudgetConfig | None = None,
-                 journal: JournalSettings | None = None, progress: ProgressSettings | None = None,
-                 run_id: str = "", jobshare: JobShareSettings | None = None,
-                 telemetry: TelemetrySettings | None = None, tiers: TierPlan | None = None) -> None:
+    def __init__(self, config: ClientConfig, settings: _Settings) -> None:
         self._config = config
-        self._telemetry = telemetry
-        self._tier_plan = tiers
-        self._budget_config = budget
-        self._jobshare = jobshare
-        self._journal_settings = journal
-        self._progress = progress
-        self._run_id = run_id
-        self._beam_counters = metrics.Counters()
-        self._latency = metrics.distribution("latency_ms")
-        self._throttled = metrics.counter("cumulativeThrottlingSeconds")
-        self._journal_failures = metrics.counter("checkpoint_write_failures")
+        self._settings = settings
+        self._metrics = _RunnerMetrics()
 
     def setup(self) -> None:
-        config = self._config
-        # DoFn instances of one process with the same settings and run share one engine (one pool, one limiter,
-        # one budget).
-        key = json.dumps([dataclasses.asdict(config), self._run_id], sort_keys=True, default=str)
-        self._state = _ProcessState.for_key(key)
-        counters = self._state.counters
-        budget, share = self._state.acquire(self._budget_config, self._jobshare)
-        tiers = self._state.tiers_for(self._tier_plan)
-        self._engine = Engine.shared(
-            key, lambda limiter: ChatCaller(config, limiter=limiter, counters=counters, budget=budget, tiers=tiers),
-            config)
-        if share is not None:
-            share.attach(budget=budget, limiter=self._engine.limiter, loop=self._engine.loop)
-        self._journal = (JournalWriter(self._journal_settings, write_file_atomically)
-                         if self._journal_settings is not None else None)
-        self._journal_failures_reported = 0
-        if self._progress is not None:
-            PROGRESS.start(self._progress)
-        if self._telemetry is not None:
-            engine = self._engine
-            TELEMETRY.start(self._telemetry, lambda: engine_sample(engine.stats(), counters.snapshot(), PROGRESS.done),
+        self._engine = _shared_engine(self._config, self._settings)
+        settings = self._settings
+        self._journal = (JournalWriter(settings.journal, write_file_atomically)
+                         if settings.journal is not None else None)
+        if settings.progress is not None:
+            PROGRESS.start(settings.progress)
+        if settings.telemetry is not None:
+            engine, counters = self._engine, self._engine.parts.counters
+            TELEMETRY.start(settings.telemetry,
+                            lambda: engine_sample(engine.stats(), counters.snapshot(), PROGRESS.done),
                             write_file_atomically)
 
     def start_bundle(self) -> None:
@@ -152,7 +114,7 @@ class _CallChatCompletionsFn(beam.DoFn):
     def process(self, record: InputRecord):
         outputs = self._submitter.submit(record)
         if outputs:
-            self._flush_metrics()
+            self._metrics.flush(self._engine)
         for out in outputs:
             yield self._tagged(out)
 
@@ -161,19 +123,17 @@ class _CallChatCompletionsFn(beam.DoFn):
             yield self._tagged(WindowedValue(out, MIN_TIMESTAMP, [GlobalWindow()]), record=out)
         if self._journal is not None:
             self._journal.flush()
-            self._journal_failures.inc(self._journal.failed_writes - self._journal_failures_reported)
-            self._journal_failures_reported = self._journal.failed_writes
-        self._flush_metrics()
+            self._metrics.journal_flushed(self._journal)
+        self._metrics.flush(self._engine)
 
     def teardown(self) -> None:
         engine = getattr(self, "_engine", None)
         if engine is not None:
-            engine.release()
+            engine.release()  # the last release closes the engine and its parts (the ledger lease goes back)
             self._engine = None
-            self._state.release()
-            if self._telemetry is not None:
+            if self._settings.telemetry is not None:
                 TELEMETRY.stop()
-            if self._progress is not None:
+            if self._settings.progress is not None:
                 PROGRESS.stop()
 
     def _tagged(self, value: Any, record: ResultRecord | ErrorRecord | None = None):
@@ -182,26 +142,21 @@ class _CallChatCompletionsFn(beam.DoFn):
             self._journal.add(record)
         PROGRESS.advance()
         if isinstance(record, ResultRecord):
-            self._latency.update(int(record.latency_ms))
+            self._metrics.latency.update(int(record.latency_ms))
             return value
         return beam.pvalue.TaggedOutput(ERRORS, value)
 
-    def _flush_metrics(self) -> None:
-        # Beam metrics can only be updated from the DoFn's own thread, so the engine's counters are flushed here,
-        # as deltas, once per process (all DoFn instances of the process share them).
-        state = self._state
-        with state.lock:
-            snap = state.counters.snapshot()
-            delta = {k: v - state.flushed.get(k, 0) for k, v in snap.items()}
-            state.flushed = snap
-            # Beam counters are integers: flush whole throttled seconds and carry the fraction to the next flush.
-            throttled = float(getattr(self._engine.limiter, "throttled_seconds", 0.0))
-            throttled_whole = int(throttled - state.throttled_flushed)
-            state.throttled_flushed += throttled_whole
-        for name, value in delta.items():
-            self._beam_counters.inc(name, value)
-        if throttled_whole:
-            self._throttled.inc(throttled_whole)
+
+def _shared_engine(config: ClientConfig, settings: _Settings) -> Engine:
+    """The process's engine for this config and run (Engine.shared: one registry), with its ProcessParts: DoFn
+    instances of one process with the same settings share one pool, one limiter, one budget, one ledger share."""
+    key = json.dumps([dataclasses.asdict(config), settings.run_id], sort_keys=True, default=str)
+
+    def caller(limiter: Any, parts: ProcessParts) -> ChatCaller:
+        return ChatCaller(config, limiter=limiter, counters=parts.counters, budget=parts.budget, tiers=parts.tiers)
+
+    return Engine.shared(key, caller, config,
+                         parts=lambda: ProcessParts.build(settings.budget, settings.jobshare, settings.tiers))
 
 
 class CallChatCompletions(beam.PTransform):
@@ -213,8 +168,8 @@ class CallChatCompletions(beam.PTransform):
                  telemetry: TelemetrySettings | None = None, tiers: TierPlan | None = None) -> None:
         super().__init__()
         self._config = config
-        self._fn_args = (budget, journal, progress, run_id, jobshare, telemetry, tiers)
+        self._settings = _Settings(budget, journal, progress, run_id, jobshare, telemetry, tiers)
 
     def expand(self, records):
-        fn = _CallChatCompletionsFn(self._config, *self._fn_args)
+        fn = _CallChatCompletionsFn(self._config, self._settings)
         return records | "Call" >> beam.ParDo(fn).with_outputs(ERRORS, main=RESULTS)

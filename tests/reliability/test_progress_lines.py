@@ -27,7 +27,8 @@ def test_a_run_where_every_request_hangs_still_prints_progress(tmp_path, caplog)
     with serve_in_thread(EmulatorConfig(seed=1, faults=faults)) as emu, \
             caplog.at_level(logging.INFO, logger="chatbeam.progress"):
         run(["--input", str(src), "--output", str(tmp_path / "out/results"), "--emulator_url", emu.url,
-             "--progress_interval_s", "1", "--request_timeout", "60"])
+             "--progress_interval_s", "1", "--request_timeout", "60",
+             "--no_adaptive_throttling"])  # all 3 sent at once (slow start would hold the third back)
     lines = _progress_lines(caplog)
     waiting = [line for line in lines if line.startswith("chatbeam progress: 0/3 records (0%)")]
     assert len(waiting) >= 4, lines  # a line a second while nothing finished, not silence
