@@ -138,7 +138,10 @@ def format_summary(s: Mapping[str, Any]) -> str:
         f"  tokens    prompt {t['prompt']:,}, completion {t['completion']:,}, reasoning {t['reasoning']:,}, "
         f"cached {t['cached']:,}" + (f" ({s['completion_tokens_per_result']:g} completion tokens per result)"
                                      if s.get("completion_tokens_per_result") else ""),
-        f"            (every answered attempt; failed records included: {t.get('on_errors', 0):,} tokens on errors)",
+    ]
+    if t.get("on_errors"):  # tokens and cost count what failed records were billed too; say how much
+        lines.append(f"            ({t['on_errors']:,} of these tokens were spent on records that ended as errors)")
+    lines += [
         f"  cost      ~${s['estimated_cost_usd']:.4f}" + (f" (prices as of {s['prices_as_of']})"
                                                         if s.get("prices_as_of") else ""),
     ]

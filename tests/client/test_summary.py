@@ -49,6 +49,9 @@ def test_format_shows_each_part_once():
     assert "  resumed   4 records already done" in text
     assert "  breaker   2 records not sent" in text
     assert "  cost      ~$0.0015 (prices as of 2025-07-01)" in text
+    assert "            (12 of these tokens were spent on records that ended as errors)" in text
+    assert "ended as errors" not in format_summary(build_summary({**COUNTERS, "error_tokens_total": 0},
+                                                                  run_date="d", wall_s=1.0))
     assert "  requests  12 HTTP requests for 9 records, 3 retries, 2 answered 429, throttled 4 s" in text
     assert "  FAILED    3 of 10 records are errors" in text
     assert "  WARNING   1 checkpoint files could not be written" in text
