@@ -37,7 +37,6 @@ import collections
 import math
 import os
 import random
-import selectors
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -50,54 +49,11 @@ if str(ROOT) not in sys.path:
 
 from client import limits  # noqa: E402
 from client.limits import RequestLimiter  # noqa: E402
+from tests.virtual_time import FakeClock as _Clock, VirtualTimeLoop  # noqa: E402
 
 RETRY_AFTER_S = 1.0  # the emulator's RetryInfo (retry_delay_s default)
 INITIAL_RETRY_DELAY = 0.5  # client.constants
 MAX_CONCURRENCY = 64
-
-
-# -- virtual time -------------------------------------------------------------------------------------------------
-
-
-class _Clock:
-    now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class _VirtualSelector(selectors.BaseSelector):
-    def __init__(self, clock: _Clock) -> None:
-        self._real = selectors.DefaultSelector()
-        self._clock = clock
-
-    def register(self, fileobj, events, data=None):
-        return self._real.register(fileobj, events, data)
-
-    def unregister(self, fileobj):
-        return self._real.unregister(fileobj)
-
-    def select(self, timeout=None):
-        ready = self._real.select(0)
-        if ready or timeout is None:
-            return ready
-        self._clock.now += max(0.0, timeout)
-        return []
-
-    def get_map(self):
-        return self._real.get_map()
-
-    def close(self) -> None:
-        self._real.close()
-
-
-class VirtualTimeLoop(asyncio.SelectorEventLoop):
-    def __init__(self) -> None:
-        self.clock = _Clock()
-        super().__init__(_VirtualSelector(self.clock))
-
-    def time(self) -> float:
-        return self.clock.now
 
 
 # -- the scenario -------------------------------------------------------------------------------------------------

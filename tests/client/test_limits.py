@@ -12,20 +12,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
-import selectors
 
 import pytest
 
 from client import limits
 from client.limits import Permit, RequestLimiter
-
-
-class FakeClock:
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.virtual_time import FakeClock, VirtualTimeLoop
 
 
 def recording_sleep(clock: FakeClock, sleeps: list[float]):
@@ -35,42 +27,6 @@ def recording_sleep(clock: FakeClock, sleeps: list[float]):
     return sleep
 
 
-class _VirtualSelector(selectors.BaseSelector):
-    """Never blocks: when nothing is ready, it advances the virtual clock by the loop's timeout."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        self._real = selectors.DefaultSelector()
-        self._clock = clock
-
-    def register(self, fileobj, events, data=None):
-        return self._real.register(fileobj, events, data)
-
-    def unregister(self, fileobj):
-        return self._real.unregister(fileobj)
-
-    def select(self, timeout=None):
-        ready = self._real.select(0)
-        if ready:
-            return ready
-        if timeout is None:
-            raise RuntimeError("virtual-time deadlock: nothing is scheduled and nothing can wake the loop")
-        self._clock.now += max(0.0, timeout)
-        return []
-
-    def get_map(self):
-        return self._real.get_map()
-
-    def close(self) -> None:
-        self._real.close()
-
-
-class VirtualTimeLoop(asyncio.SelectorEventLoop):
-    def __init__(self) -> None:
-        self.clock = FakeClock()
-        super().__init__(_VirtualSelector(self.clock))
-
-    def time(self) -> float:
-        return self.clock.now
 
 
 def run_virtual(main):
