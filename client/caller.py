@@ -247,9 +247,9 @@ class ChatCaller:
         messages = request.messages
         for reask in range(self.config.max_reasks + 1):
             try:
-                retrying = self.policy.retrying(sleep=self._sleep, clock=self._clock, start=state.start,
-                                                on_retry=lambda exc, seconds: self._on_retry(exc, seconds, state))
-                return await retrying(self._attempt, request, messages, state, keep_truncated)
+                return await self.policy.call(self._attempt, request, messages, state, keep_truncated,
+                                              sleep=self._sleep, clock=self._clock, start=state.start,
+                                              on_retry=lambda exc, seconds: self._on_retry(exc, seconds, state))
             except SchemaInvalid as exc:
                 self.counters.inc("parse_failures")
                 state.last_answer = exc.response_text
