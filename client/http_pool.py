@@ -23,6 +23,7 @@ from typing import AsyncIterator
 import aiohttp
 import httpx2
 from openai._vendor.httpx_aiohttp import AiohttpTransport
+from openai._vendor.httpx_aiohttp.transport import AiohttpResponseStream
 
 __all__ = ["new_http_client"]
 
@@ -70,17 +71,31 @@ class _PoolTransport(AiohttpTransport):
             if mapped is None:
                 raise
             raise mapped from exc
-        response.stream = _MappedStream(response.stream)
+        stream = response.stream
+        # The body is read from aiohttp's response directly (one stream layer, not two, on every read).
+        aiohttp_response = getattr(stream, "_aiohttp_response", None) if isinstance(stream, AiohttpResponseStream) \
+            else None
+        response.stream = _MappedStream(stream if aiohttp_response is None else aiohttp_response.content,
+                                        aiohttp_response)
         return response
 
 
 class _MappedStream(httpx2.AsyncByteStream):
-    def __init__(self, inner: httpx2.AsyncByteStream) -> None:
+    """The body with aiohttp's errors mapped (``_mapped``): read from aiohttp's ``StreamReader`` directly when the
+    transport's response is at hand, otherwise from the SDK transport's own stream."""
+
+    CHUNK_SIZE = AiohttpResponseStream.CHUNK_SIZE
+
+    def __init__(self, inner: httpx2.AsyncByteStream | aiohttp.StreamReader,
+                 aiohttp_response: aiohttp.ClientResponse | None = None) -> None:
         self._inner = inner
+        self._aiohttp_response = aiohttp_response
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        inner = self._inner
+        chunks = inner.iter_chunked(self.CHUNK_SIZE) if isinstance(inner, aiohttp.StreamReader) else inner
         try:
-            async for chunk in self._inner:
+            async for chunk in chunks:
                 yield chunk
         except (httpx2.TransportError, aiohttp.ClientError) as exc:
             mapped = _mapped(exc)
@@ -89,4 +104,13 @@ class _MappedStream(httpx2.AsyncByteStream):
             raise mapped from exc
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        if self._aiohttp_response is None:
+            await self._inner.aclose()
+            return
+        try:
+            await self._aiohttp_response.__aexit__(None, None, None)
+        except aiohttp.ClientError as exc:
+            mapped = _mapped(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
