@@ -4,6 +4,7 @@ re-asks, error records, the limiter seam, counters. No real sleeps: the fake clo
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 from typing import Any, AsyncIterator
 
@@ -72,6 +73,18 @@ async def test_success_result_record(harness) -> None:
     assert out.metadata == {"row": 7} and len(out.request_key) == 32
     assert h.script.bodies[0]["messages"] == [{"role": "user", "content": "Say hi"}]
     assert h.script.auth_headers[0].startswith("Bearer local-")
+
+
+async def test_a_compressed_answer_is_decoded(harness) -> None:
+    # chatbeam asks for identity encoding; a server that compresses anyway is still read (the plain body is read
+    # straight from the stream, an encoded one through httpx2's decoder).
+    import json
+
+    body = gzip.compress(json.dumps(completion("Hi, zipped!")).encode())
+    h = harness([httpx2.Response(200, content=body, headers={"Content-Encoding": "gzip",
+                                                              "Content-Type": "application/json"})])
+    out = await h.caller.complete(rec())
+    assert isinstance(out, ResultRecord) and out.content == "Hi, zipped!"
 
 
 async def test_429_with_retry_info_waits_at_least_the_delay(harness) -> None:
