@@ -78,8 +78,6 @@ async def test_success_result_record(harness) -> None:
 async def test_a_compressed_answer_is_decoded(harness) -> None:
     # chatbeam asks for identity encoding; a server that compresses anyway is still read (the plain body is read
     # straight from the stream, an encoded one through httpx2's decoder).
-    import json
-
     body = gzip.compress(json.dumps(completion("Hi, zipped!")).encode())
     h = harness([httpx2.Response(200, content=body, headers={"Content-Encoding": "gzip",
                                                               "Content-Type": "application/json"})])
