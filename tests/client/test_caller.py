@@ -14,6 +14,7 @@ import pytest
 from client.auth import EnvKeySource, NoAuth
 from client.config import Target
 from client.metrics import RunCounters
+from client.tiers import tier_headers
 from schemas.records import ErrorRecord, InputRecord, ResultRecord
 from tests.client._support import chunk, completion, sse, vertex_error
 
@@ -73,6 +74,22 @@ async def test_success_result_record(harness) -> None:
     assert out.metadata == {"row": 7} and len(out.request_key) == 32
     assert h.script.bodies[0]["messages"] == [{"role": "user", "content": "Say hi"}]
     assert h.script.auth_headers[0].startswith("Bearer local-")
+
+
+async def test_the_request_carries_the_headers_httpx2_would_add(harness) -> None:
+    # The request is built from per-tier headers and a body stream (ChatCaller._new_request): it must still say
+    # what httpx2.Request(content=...) says, and be resendable (its content is loaded).
+    h = harness([completion("Hi!")], service_tier="flex")
+    await h.caller.complete(rec())
+    sent = h.script.requests[0]
+    expected = httpx2.Request("POST", sent.url, content=sent.content,
+                              headers={"Accept": "application/json", "Content-Type": "application/json"})
+    for name in ("host", "content-length", "accept", "content-type"):
+        assert sent.headers.get_list(name) == expected.headers.get_list(name), name
+    assert json.loads(sent.content)["messages"] == [{"role": "user", "content": "Say hi"}]
+    assert sent.headers["authorization"].startswith("Bearer local-")
+    for name, value in tier_headers("flex").items():  # the tier's headers, once
+        assert sent.headers.get_list(name) == [value]
 
 
 async def test_a_compressed_answer_is_decoded(harness) -> None:
