@@ -39,7 +39,10 @@ def test_a_trickling_body_is_bounded_by_the_record_deadline(tmp_path):
     assert results == [] and len(errors) == 3 and wall < BOUND_S
     assert {(e["error_type"], e["retryable"]) for e in errors} == {("timeout", True)}
     assert all(1 <= e["attempts"] <= 4 for e in errors)  # ~1 s each, within 3 s, with backoff in between
-    assert server.requests == sum(e["attempts"] for e in errors)
+    # Every request the server saw is an attempt; the record deadline may cut a record's last attempt before its
+    # request reached the server (counted, never sent): at most one such attempt per record.
+    attempts = sum(e["attempts"] for e in errors)
+    assert server.requests <= attempts <= server.requests + len(errors)
 
 
 def test_an_endless_stream_is_cut_by_the_request_timeout(tmp_path):
