@@ -107,7 +107,9 @@ Real processes (``bench/many_processes.py``, one run each on a loaded 2-core mac
 smallest share at 16 processes at 0.22–0.63 over five runs and at 8 at 0.33–0.75, where the simulator says 0.77 and
 0.60 — and 0.73 / 0.54 with starts spread over 7 s as in those runs. The gap is most likely CPU starvation of up to
 16 Beam processes on 2 busy cores rather than the policy (in the latest run a lone process reached only 47 % of the
-pool). ``v1+sre1.1`` (v1 behind Beam's adaptive throttler) is not in the table: its simulation did not finish
+pool). On the quiet machine (load 0.5-1.1, 90 s of work per row, one run each) the real processes measured
+94 / 93 / 95 / 95 % of capacity, 0.60 / 1.19 / 1.71 / 2.65 % answered 429 and smallest shares 1.00 / 0.79 / 0.70 /
+0.82 at 1 / 4 / 8 / 16 processes (README, "Many processes, one pool"). ``v1+sre1.1`` (v1 behind Beam's adaptive throttler) is not in the table: its simulation did not finish
 within 15 minutes on the loaded machine this time (``--candidates v1+sre1.1``).
 
 ``throttled_seconds`` is wall time during which the head of the admission queue was held back by the RPM/TPM
