@@ -42,7 +42,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,10 +49,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from throughput import Emulator as ThroughputEmulator  # noqa: E402 - the same emulator launcher as bench/throughput.py
 
 READY_TIMEOUT_S = 600.0  # 16 processes importing Beam on 2 busy cores
 GATE_TIMEOUT_S = 900.0
-HTTP_TIMEOUT_S = 10.0
 SAMPLE_S = 0.25
 SCENARIOS = ("steady", "halve", "churn")
 
@@ -93,40 +93,24 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-class Emulator:
-    """The emulator in its own process (bounded start), with fault changes and a sampler of its counters."""
+class Emulator(ThroughputEmulator):
+    """bench/throughput.py's emulator process (bounded start, fault changes), plus a sampler of its counters."""
 
     def __init__(self, latency_ms: float, capacity_rps: float) -> None:
-        from pipelines.local_emulator import EmulatorStartError, LocalEmulator
-
-        self.faults = {"latency_ms": latency_ms, "capacity_rps": capacity_rps}
-        self._proc = LocalEmulator(f"--latency_ms {latency_ms} --capacity_rps {capacity_rps}", ready_timeout_s=60)
-        try:
-            self._proc.__enter__()
-        except EmulatorStartError as exc:
-            raise SystemExit(f"bench: {exc}") from None
-        self.url: str = self._proc.url
+        super().__init__(latency_ms, capacity_rps)
         self.samples: list[tuple[float, int, int]] = []  # (time, answered 200, answered 429)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def call(self, method: str, path: str, body: dict | None = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"content-type": "application/json"})
-        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as resp:
-            return json.loads(resp.read())
-
     def fresh(self) -> None:
-        self.call("POST", "/emulator/faults", self.faults)
-        self.call("POST", "/emulator/reset")
+        super().fresh()
         self.samples = []
 
     def set_capacity(self, capacity_rps: float) -> None:
-        self.call("POST", "/emulator/faults", {**self.faults, "capacity_rps": capacity_rps})
+        self._call("POST", "/emulator/faults", {**self.faults, "capacity_rps": capacity_rps})
 
     def sample(self) -> dict[str, Any]:
-        stats = self.call("GET", "/emulator/stats?fingerprints=0")
+        stats = self.stats()
         by = stats.get("by_status", {})
         self.samples.append((time.time(), int(by.get("200", 0)), int(by.get("429", 0))))
         return stats
@@ -152,10 +136,6 @@ class Emulator:
     def at(self, t: float) -> tuple[float, float]:
         """(200s, 429s) answered by time ``t``, interpolated between samples."""
         return _interp([(s[0], (s[1], s[2])) for s in self.samples], t)
-
-    def stop(self) -> None:
-        self._proc.__exit__(None, None, None)
-
 
 def _interp(series: list[tuple[float, tuple[float, ...]]], t: float) -> tuple[float, ...]:
     if not series:
