@@ -103,17 +103,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _unknown_beam_flags(beam_args: list[str]) -> list[str]:
-    """Flags no Beam options class knows (Beam would only log and ignore them)."""
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    parser = argparse.ArgumentParser(allow_abbrev=False, add_help=False)
-    for cls in PipelineOptions.__subclasses__():
-        cls._add_argparse_args(parser)  # noqa: SLF001 - how Beam itself collects its flags
-    _, unknown = parser.parse_known_args(beam_args)
-    return [arg for arg in unknown if arg.startswith("--")]
-
-
 def compact(location: str, *, ttl_days: float | None = None, beam_args: Sequence[str] = (),
             now: datetime.datetime | None = None) -> dict[str, int]:
     """Run the compaction pipeline over the shards there now; returns its chatbeam counters (with ``shards``)."""
@@ -141,9 +130,9 @@ def main(argv: Sequence[str]) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         args, beam_args = _parser().parse_known_args(list(argv))
-        unknown = _unknown_beam_flags(beam_args)
-        if unknown:
-            raise ValueError(f"unknown option {unknown[0]}")
+        from pipelines.argv import check_known_options  # imports Beam: only for the compact command
+
+        check_known_options(beam_args)  # what Beam would only log and ignore: one line, with a suggestion
         if args.cache_ttl_days is not None and not args.cache_ttl_days > 0:
             raise ValueError("--cache_ttl_days must be positive")
         location = _check_location(args.location)
