@@ -58,10 +58,6 @@ ENTRIES_PER_SHARD = 50_000  # ~50-100 MB of typical answers: big enough to read 
 TODO, HITS, KNOWN, UNKEYED, FULLY_READ = "todo", "hits", "known", "unkeyed", "fully_read"
 
 
-def _counter(name: str):
-    return metrics.counter(name)
-
-
 def list_shards(location: str) -> list[str]:
     """The cache's shards now (sorted paths); an empty or missing location has none. Only names that
     ``client.cache.is_shard`` accepts: temporary files and anything else in the directory are left alone."""
@@ -69,7 +65,7 @@ def list_shards(location: str) -> list[str]:
         found = FileSystems.match([f"{location.rstrip('/')}/*.jsonl"])[0].metadata_list
     except Exception as exc:  # noqa: BLE001 - an unlistable cache is an empty one (misses), never a failed run
         log.warning("cache %s cannot be listed, treating it as empty: %r", location, exc)
-        _counter("cache_shards_unreadable").inc()
+        metrics.counter("cache_shards_unreadable").inc()
         return []
     return sorted(m.path for m in found if is_shard(m.path, location))
 
@@ -130,14 +126,14 @@ class _ReadShardFn(beam.DoFn):
         except Exception as exc:  # noqa: BLE001 - vanished (compacted meanwhile) or failed part-way: misses only
             whole = False
             log.warning("cache shard %s could not be read (%r); its entries are treated as missing", path, exc)
-            _counter("cache_shards_unreadable").inc()
+            metrics.counter("cache_shards_unreadable").inc()
         for name, value in counts.items():
-            _counter(f"cache_{name}").inc(value)
+            metrics.counter(f"cache_{name}").inc(value)
         if problems:
             log.warning("cache shard %s: skipped %d invalid line(s) (first: %s)", path, counts["invalid_entries"],
                         problems[0])
         if whole:
-            _counter("cache_shards_read").inc()
+            metrics.counter("cache_shards_read").inc()
             yield beam.pvalue.TaggedOutput(FULLY_READ, path)
 
 
@@ -166,7 +162,7 @@ class ReadCacheEntries(beam.PTransform):
 class _KeyRecordFn(beam.DoFn):
     def __init__(self, config: ClientConfig) -> None:
         self._config = config
-        self._misses = _counter("cache_misses")
+        self._misses = metrics.counter("cache_misses")
 
     def process(self, record: InputRecord):
         try:
@@ -185,9 +181,9 @@ class _ServeFn(beam.DoFn):
     def __init__(self, settings: CacheSettings, on_truncation: str = "result") -> None:
         self._settings = settings
         self._on_truncation = on_truncation
-        self._hits, self._misses = _counter("cache_hits"), _counter("cache_misses")
-        self._bypassed, self._invalid = _counter("cache_bypassed"), _counter("cache_invalid_entries")
-        self._tokens, self._cost = _counter("cache_tokens_saved"), _counter("cache_cost_saved_nano_usd")
+        self._hits, self._misses = metrics.counter("cache_hits"), metrics.counter("cache_misses")
+        self._bypassed, self._invalid = metrics.counter("cache_bypassed"), metrics.counter("cache_invalid_entries")
+        self._tokens, self._cost = metrics.counter("cache_tokens_saved"), metrics.counter("cache_cost_saved_nano_usd")
 
     def _answer(self, key: str, record: InputRecord, entries: Iterable[Any]) -> ResultRecord | None:
         for entry in newest_first((key, *value) for value in entries):
@@ -307,8 +303,8 @@ class _WriteShardFn(beam.DoFn):
 
     def __init__(self, prefix: str, written_counter: str) -> None:
         self._prefix = prefix
-        self._written = _counter(written_counter)
-        self._failures = _counter("cache_write_failures")
+        self._written = metrics.counter(written_counter)
+        self._failures = metrics.counter("cache_write_failures")
 
     def process(self, element):
         (shard, shards), lines = element
@@ -349,9 +345,9 @@ class _StoreEntriesFn(beam.DoFn):
     def __init__(self, prefix: str, stored_at: str) -> None:
         self._prefix = prefix
         self._stored_at = stored_at
-        self._unstorable = _counter("cache_unstorable")
-        self._written = _counter("cache_entries_written")
-        self._failures = _counter("cache_write_failures")
+        self._unstorable = metrics.counter("cache_unstorable")
+        self._written = metrics.counter("cache_entries_written")
+        self._failures = metrics.counter("cache_write_failures")
         self._writer: _ShardWriter | None = None
         self._failed = False
 
@@ -433,7 +429,7 @@ class _DeleteMergedFn(beam.DoFn):
     for the writes). If any write failed, nothing is deleted."""
 
     def __init__(self) -> None:
-        self._deleted, self._kept = _counter("cache_compact_shards_deleted"), _counter("cache_compact_shards_kept")
+        self._deleted, self._kept = metrics.counter("cache_compact_shards_deleted"), metrics.counter("cache_compact_shards_kept")
 
     def process(self, path: str, written: list[tuple[str, bool]]):
         if not all(ok for _, ok in written):
