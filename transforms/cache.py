@@ -429,7 +429,8 @@ class _DeleteMergedFn(beam.DoFn):
     for the writes). If any write failed, nothing is deleted."""
 
     def __init__(self) -> None:
-        self._deleted, self._kept = metrics.counter("cache_compact_shards_deleted"), metrics.counter("cache_compact_shards_kept")
+        self._deleted = metrics.counter("cache_compact_shards_deleted")
+        self._kept = metrics.counter("cache_compact_shards_kept")
 
     def process(self, path: str, written: list[tuple[str, bool]]):
         if not all(ok for _, ok in written):
