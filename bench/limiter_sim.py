@@ -26,7 +26,8 @@ Candidates (the table in client/limits.py's docstring is this script's output):
 
 Scenarios: ``nN`` N processes (starts spread over ``--stagger_s``), equal work; ``halve`` 8 processes, capacity
 halves at 40 s (measured from 45 s); ``join`` 4 short + 4 long processes, the short ones leave at ~30 s, 4 more join
-at 40 s (utilisation over 5-100 s, shares over 50-100 s).
+at 40 s (utilisation over 5-100 s, shares as ``bench/many_processes.py``'s churn row: from the last joiner's first
+answer until the first process finishes); ``joined`` the same with shares from 15 s after that answer.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class Proc:
 
     start: float
     records: int
+    joins: bool = False  # joins a running pool (its shares are measured from its first answer, as in the bench)
 
 
 @dataclass
@@ -78,6 +80,7 @@ class Scenario:
     stall_s: float = 0.0  # mean random extra delay per admission (a loaded machine's scheduling noise)
     window: tuple[float, float] | None = None  # where utilisation and 429s are measured (None: all running)
     fair_window: tuple[float, float] | None = None  # where shares are compared (None: all running)
+    settle_s: float = 0.0  # with joiners: shares are compared from this long after the last one's first answer
 
 
 @dataclass
@@ -168,6 +171,12 @@ def measure(sc: Scenario, res: Result) -> dict[str, float]:
     steps = 200
     cap = sum(sc.capacity(t0 + (t1 - t0) * (k + 0.5) / steps) for k in range(steps)) / steps * (t1 - t0)
     f0, f1 = sc.fair_window or all_running
+    joiners = [i for i, p in enumerate(sc.procs) if p.joins]
+    if joiners and sc.fair_window is None:
+        # as bench/many_processes.py's churn row: from the last joiner's first answer until the first of the
+        # processes still running then finishes
+        f0 = max(res.ok[i][0] for i in joiners) + sc.settle_s
+        f1 = min(res.finished[i] for i, p in enumerate(sc.procs) if res.finished[i] > f0)
     running = [i for i, p in enumerate(sc.procs) if p.start <= f0 and res.finished[i] >= f1]
     shares = [_count(res.ok[i], f0, f1) for i in running]
     fair = sum(shares) / len(shares)
@@ -201,9 +210,10 @@ def scenarios(duration: float = 90.0, stagger: float = 2.0, latency_s: float = 0
     # 4 short and 4 long processes start; the short ones leave at ~32 s; 4 more join at 40 s.
     join = ([Proc(rng.uniform(0, stagger), int(400 * k)) for _ in range(4)]
             + [Proc(rng.uniform(0, stagger), int(1600 * k)) for _ in range(4)]
-            + [Proc(40 + rng.uniform(0, stagger), int(800 * k)) for _ in range(4)])
-    out["join"] = Scenario("join", join, _const(capacity), latency_s=latency_s, window=(5.0, 100.0),
-                           fair_window=(50.0, 100.0))
+            + [Proc(40 + rng.uniform(0, stagger), int(800 * k), joins=True) for _ in range(4)])
+    out["join"] = Scenario("join", join, _const(capacity), latency_s=latency_s, window=(5.0, 100.0))
+    out["joined"] = Scenario("joined", join, _const(capacity), latency_s=latency_s, window=(5.0, 100.0),
+                             settle_s=15.0)
     return out
 
 
@@ -323,7 +333,7 @@ def candidates() -> dict[str, Callable[..., RequestLimiter]]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--candidates", default="v1,v1+sre1.1,fixed_depth,scaled_step,mi_only,ai0.03,new")
-    p.add_argument("--scenarios", default="n1,n4,n8,n16,halve,join")
+    p.add_argument("--scenarios", default="n1,n4,n8,n16,halve,join,joined")
     p.add_argument("--seeds", type=int, default=3, help="runs per cell; the table shows medians")
     p.add_argument("--duration", type=float, default=90.0, help="seconds of work at full capacity (nN scenarios)")
     p.add_argument("--stall_ms", type=float, default=5.0, help="mean scheduling noise per admission")

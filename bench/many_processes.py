@@ -21,7 +21,9 @@ Scenarios:
 - ``halve``: 8 processes; ``--halve_after_s`` seconds into the window the pool's capacity halves (POST
   /emulator/faults); measured before and after (from 2 s after the change), ``--duration_s`` of work at half;
 - ``churn``: 4 long and 4 short processes start; once the short ones have finished (left), 4 more start (join);
-  capacity used and 429s over the whole time the long ones run, shares among long and joined while all run.
+  capacity used and 429s over the whole time the long ones run, shares among long and joined while all run (from
+  the last joiner's first answer, and again from ``--settle_s`` later: the joiners start small while the long ones
+  hold the pool, so the first figure includes how long they take to find their part).
 
 Printed per row: records/s in the window, % of the pool's capacity, % of requests the emulator answered 429,
 the smallest and largest per-process share of the window's records relative to a fair share (1.00 = fair), the
@@ -70,6 +72,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration_s", type=float, default=60.0,
                    help="seconds of work at full capacity per steady run (sets the records per process)")
     p.add_argument("--halve_after_s", type=float, default=25.0, help="halve: seconds of the window before the cut")
+    p.add_argument("--settle_s", type=float, default=15.0,
+                   help="churn: shares are also compared from this long after the last joiner's first answer")
     p.add_argument("--repeat", type=int, default=1, help="runs per row; the table shows medians")
     p.add_argument("--max_concurrency", type=int, default=64)
     p.add_argument("--chatbeam_args", default="", help="extra flags for every chatbeam process")
@@ -388,6 +392,12 @@ def _figures(args: argparse.Namespace, emu: Emulator, children: list[Child], sce
         j0 = max(c.first_ok() for c in joins)
         row["min_share"], row["max_share"] = _shares(longs + joins, j0, t1) if t1 > j0 else (0.0, 0.0)
         row["join_window_s"] = round(t1 - j0, 1)
+        # The same, once the joiners had --settle_s to find their part (they start from 2 requests in flight
+        # while the long ones hold the whole pool): how fair the sharing is, rather than how fast it gets there.
+        ts = j0 + args.settle_s
+        row["settled"] = ({"window_s": round(t1 - ts, 1), **dict(zip(("min_share", "max_share"),
+                                                                    _shares(longs + joins, ts, t1)))}
+                          if t1 > ts + 5.0 else None)
     return row
 
 
@@ -429,6 +439,10 @@ def _print_table(args: argparse.Namespace, results: list[dict]) -> None:
             before = [r["before"] for r in good]
             print(f"{'  (before the cut)':<30}{_median(before, 'window_s'):>9.0f}{_median(before, 'rps'):>8.1f}"
                   f"{100 * _median(before, 'capacity_fraction'):>7.1f}%{100 * _median(before, 'share_429'):>6.2f}%")
+        settled = [r["settled"] for r in good if r.get("settled")]
+        if scenario == "churn" and settled:
+            print(f"{f'  (from {args.settle_s:g} s after the join)':<30}{_median(settled, 'window_s'):>9.0f}"
+                  f"{'':>23}{_median(settled, 'min_share'):>8.2f}{_median(settled, 'max_share'):>8.2f}")
     print("\nof cap: records/s over the pool's capacity (after a halving: over the halved capacity); 429 %: share of "
           "requests the emulator answered 429 in the window; min/max sh: a process's records in the window over a "
           "fair share; run 429 %: the whole run, start-up included.")

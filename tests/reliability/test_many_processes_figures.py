@@ -69,3 +69,18 @@ def test_steady_run_whose_first_finish_precedes_the_last_start_is_a_failed_row()
     children = [_child(bench, "early", 50, first=0.0, rate=10.0), _child(bench, "late", 500, first=20.0, rate=10.0)]
     with pytest.raises(bench._NoWindow, match="before it starts"):
         bench._figures(_args(), emu, children, "steady", 2, {}, {"by_status": {}})
+
+
+def test_churn_row_compares_shares_from_the_join_and_again_once_the_joiners_settled():
+    bench = _bench()
+    emu = FakeEmulator(bench, halved=1e9)
+    longs = [_child(bench, f"long{i}", 1000, first=1.0, rate=10.0) for i in range(2)]
+    joiner = _child(bench, "join0", 1000, first=40.0, rate=10.0)
+    joiner.group = "b"
+    # the joiner gets 2 records/s for its first 15 s, then its fair 10/s
+    joiner.samples = [(40.0 + k, 2 * k if k <= 15 else 30 + 10 * (k - 15), 0, 1.0, 1) for k in range(0, 200)]
+    args = argparse.Namespace(capacity_rps=100.0, settle_s=15.0)
+    row = bench._figures(args, emu, [*longs, joiner], "churn", 3, {}, {"by_status": {}})
+    assert row["join_window_s"] == 60.0  # from the joiner's first answer (41 s) to the first finish (101 s)
+    assert row["min_share"] < 0.9  # the slow start of the joiner is in the whole window...
+    assert row["settled"]["window_s"] == 45.0 and row["settled"]["min_share"] == 1.0  # ...not once settled
