@@ -106,7 +106,9 @@ jittered ±50 %: 0.55 / 0.62 / 0.62; 300 prior pseudo-attempts (with AI_STEP 0.0
 2.39 % (fairer everywhere, but 429s over 2 % at 16 and after a halving); growth scaled by (p_sat / p)^k once the
 cut is at ``MAX_DEPTH`` (p_sat = 1.26 %): k = 2 gives 1.41 % at 16 but a smallest share there of 0.54, k = 4 1.25 %
 and 0.36 — a process's own 429 share rests on a handful of 429s per 40 s (at 1 % and 6 requests/s, about two), so
-anything that follows it steeply turns that noise into unequal windows; a 20 s estimate: 0.54 / 0.57 / 0.72 / 0.79 /
+anything that follows it steeply turns that noise into unequal windows; the same scaling (k = 2) driven by a calmer
+120 s estimate (6 seeds): 1.70 % at 16 but a smallest share of 0.53 there (``new``: 1.90 %, 0.83), 0.62 after a
+halving (0.81), and with 50 / 150 ms 429 answers 1.80 / 2.37 % at 16 (``new``: 2.29 / 2.90 %); a 20 s estimate: 0.54 / 0.57 / 0.72 / 0.79 /
 0.44, 1.86 %; SLOW_START_KEEP 0.5 changes nothing at 300 ms (the keep rule only acts when a round trip is near
 ``cooldown_s``). What is left: at 4 processes the smallest share is still under half in
 the simulator: a process that leaves slow start with a large window keeps it for tens of seconds while the others
