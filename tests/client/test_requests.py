@@ -205,6 +205,17 @@ def test_request_key_changes_with_the_work(change: dict[str, Any]) -> None:
     assert build_request(rec(**change), config()).request_key != build_request(rec(), config()).request_key
 
 
+def test_how_a_schema_is_asked_is_part_of_the_request_key() -> None:
+    """The response cache and --resume match by request_key: an answer asked as ``response_format`` is never
+    served to a run that asks the same schema as a forced function call (--structured_output tool), or back."""
+    as_format = build_request(rec(schema="CalendarEvent"), config())
+    as_tool = build_request(rec(schema="CalendarEvent"), config(structured_output="tool"))
+    assert "response_format" in as_format.kwargs and "tools" in as_tool.kwargs
+    assert as_format.request_key != as_tool.request_key
+    assert build_request(rec(schema="CalendarEvent"), config(structured_output="tool")).request_key == \
+        as_tool.request_key
+
+
 def test_estimate_tokens() -> None:
     short = estimate_tokens([{"role": "user", "content": "Hello, world!"}])
     assert short == 3 + 4 + 4  # request + message overhead + 4 text tokens (Hello , world !)
