@@ -339,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stall_ms", type=float, default=5.0, help="mean scheduling noise per admission")
     p.add_argument("--jitter", type=float, default=0.1, help="latency jitter, +/- fraction")
     p.add_argument("--stagger_s", type=float, default=2.0, help="processes start uniformly within this (nN)")
+    p.add_argument("--reject_ms", type=float, default=3.0,
+                   help="how long a 429 takes to come back (a real pool: a network round trip; on a busy machine "
+                        "the emulator's answer; 50-150 ms reproduces the real processes' higher 429 share at 16)")
     p.add_argument("--latency_ms", type=float, default=300.0)
     p.add_argument("--capacity_rps", type=float, default=100.0)
     args = p.parse_args(argv)
@@ -352,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
             sc = scs[name]
             sc.stall_s = args.stall_ms / 1000
             sc.jitter = args.jitter
+            sc.reject_s = args.reject_ms / 1000
             rows = [measure(sc, simulate(sc, made[cand], seed)) for seed in range(args.seeds)]
             med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
             print(f"{cand:<14}{name:<8}{100 * med['util']:>6.1f}%{100 * med['share_429']:>7.2f}%"

@@ -284,9 +284,10 @@ def _run(args: argparse.Namespace, emu: Emulator, work: Path, scenario: str, n: 
         # for a process above its fair share (the window after the cut ends when the first process finishes)
         total = 1.25 * (cap * (args.halve_after_s + 10.0) + cap / 2 * args.duration_s)
         plan = [(f"p{i:02d}", math.ceil(total / n), "a") for i in range(n)]
-    else:  # churn: long ones run throughout; short ones leave early; joiners come once they have left
+    else:  # churn: long ones run throughout; short ones leave early; joiners come once they have left (3.0 units,
+        # not 2.2: with 2.2 a long process above its share finished 9 s after the join and left no window to compare)
         unit = cap * args.duration_s / 8
-        plan = ([(f"long{i}", math.ceil(2.2 * unit), "a") for i in range(4)]
+        plan = ([(f"long{i}", math.ceil(3.0 * unit), "a") for i in range(4)]
                 + [(f"short{i}", math.ceil(0.5 * unit), "a") for i in range(4)]
                 + [(f"join{i}", math.ceil(1.0 * unit), "b") for i in range(4)])
     emu.fresh()
