@@ -16,7 +16,10 @@ What is per job and what is per process:
 Every ``heartbeat_s`` a daemon thread:
 1. writes this process's heartbeat ``procs/<owner>`` (a beat counter, whether it has work, and what it has
    committed: spent plus reserved), one write per interval to its own object;
-2. lists the heartbeats (one list call) and re-divides ``--rpm``/``--tpm`` among the active ones;
+2. lists the heartbeats (one list call) and re-divides ``--rpm``/``--tpm`` among the active ones; the heartbeat
+   also carries the records this process has finished per tier (``finished``, from its tier selector), and
+   ``others_finished()`` sums the others' from the list — the job-wide progress ``--deadline`` projects from
+   (client/tiers.py);
 3. reclaims the unused lease of any member whose beat has not changed for ``dead_after_s`` by this process's own
    clock (no clock comparison between machines), through a ``reclaim`` entry in the ledger — at most once per dead
    member, whoever notices first;
@@ -120,6 +123,8 @@ class JobShare:
         self._baseline: dict[str, int] = {}  # committed when this owner id began (after a fence)
         self._seen: dict[str, tuple[int, float]] = {}  # other owners: (beat, when it last changed, our clock)
         self._members: dict[str, dict[str, Any]] = {}
+        self._progress: Callable[[], Mapping[str, int]] | None = None
+        self._others_finished: tuple[dict[str, int], float | None] = ({}, None)
         self.active_members = 1
         self.shares: tuple[float | None, float | None] = (settings.rpm, settings.tpm)
         self.applied: tuple[float | None, float | None] | None = None  # what the limiter was last set to
@@ -133,13 +138,15 @@ class JobShare:
     # -- wiring --------------------------------------------------------------------------------------------------
 
     def attach(self, *, budget: Budget | None = None, limiter: Any = None,
-               loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Give the share its budget and limiter (the limiter's loop for ``set_rates``); starts the heartbeats."""
+               loop: asyncio.AbstractEventLoop | None = None,
+               progress: Callable[[], Mapping[str, int]] | None = None) -> None:
+        """Give the share its budget and limiter (the limiter's loop for ``set_rates``) and what the heartbeat
+        publishes as this process's finished records (``TierSelector.finished``); starts the heartbeats."""
         with self._lock:
             if self._attached:
                 return
             self._attached = True
-            self.budget, self._limiter, self._loop = budget, limiter, loop
+            self.budget, self._limiter, self._loop, self._progress = budget, limiter, loop, progress
         self.tick()  # sets this process's rate share before its first request
         if self._start_thread:
             self._thread = threading.Thread(target=self._run, name="chatbeam-jobshare", daemon=True)
@@ -150,6 +157,13 @@ class JobShare:
               committed: Mapping[str, int]) -> dict[str, int] | None:
         """The Budget's LeaseSource: a lease from the job's cap, sized for the live members."""
         return self.ledger.grant(need, want, live=self.live_members(), committed=self._mine(committed))
+
+    def others_finished(self) -> tuple[dict[str, int], float | None]:
+        """The other processes' finished records per tier, summed over the heartbeats of the last tick (live ones
+        and closed ones — a closed process's records are done; a dead one's are not counted: the runner may run
+        them again), and when that list was read (``wall``; None before the first tick). A TierSelector's ``job``."""
+        with self._lock:
+            return dict(self._others_finished[0]), self._others_finished[1]
 
     def live_members(self) -> int:
         with self._lock:
@@ -167,10 +181,11 @@ class JobShare:
     def tick(self) -> None:
         """One heartbeat: publish, look at the others, re-divide the rates, reclaim the dead, return idle lease."""
         self.beat()
-        members = self.ledger.members()
+        members, read_at = self.ledger.members(), self._wall()
         now = self._clock()
         with self._lock:
             self._members = {o: m for o, m in members.items() if not m.get("closed") and not self._is_dead(o, m, now)}
+            self._others_finished = (self._sum_finished(members), read_at)
         dead = [(o, m) for o, m in members.items() if o != self.ledger.owner and not m.get("closed")
                 and o not in self._members]
         for owner, member in dead:
@@ -180,12 +195,24 @@ class JobShare:
         self._share_rates()
         self._return_if_idle(now)
 
+    def _sum_finished(self, members: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for owner, member in members.items():
+            if owner == self.ledger.owner or not (member.get("closed") or owner in self._members):
+                continue
+            for tier, n in (member.get("finished") or {}).items():
+                total[tier] = total.get(tier, 0) + int(n)
+        return total
+
     def beat(self, *, closed: bool = False) -> None:
-        budget = self.budget
+        budget, progress = self.budget, self._progress
         self._beat += 1
-        self.ledger.beat({"owner": self.ledger.owner, "beat": self._beat, "t": round(self._wall(), 3),
-                          "active": self._active() and not closed, "closed": closed,
-                          "committed": self._mine(budget.committed()) if budget is not None else {}})
+        payload = {"owner": self.ledger.owner, "beat": self._beat, "t": round(self._wall(), 3),
+                   "active": self._active() and not closed, "closed": closed,
+                   "committed": self._mine(budget.committed()) if budget is not None else {}}
+        if progress is not None:
+            payload["finished"] = dict(progress())
+        self.ledger.beat(payload)
 
     def _active(self) -> bool:
         """Had work within the last ``idle_return_s`` (records in flight, or admitted since the last beat)."""

@@ -48,12 +48,16 @@ class ProcessParts:
         share = JobShare(jobshare) if jobshare is not None else None
         source = share if share is not None and budget is not None and budget.capped else None
         built = budget.build(counters, lease_source=source) if budget is not None else None
-        return cls(counters, built, share, TierSelector(tiers) if tiers is not None else None)
+        # With a ledger the selector projects a --deadline from the whole job's progress (the others' heartbeats).
+        job = share.others_finished if share is not None else None
+        return cls(counters, built, share, TierSelector(tiers, job=job) if tiers is not None else None)
 
     def attach(self, engine: Any) -> None:
-        """Called by the engine once its limiter and loop exist: the ledger steers the limiter and the budget."""
+        """Called by the engine once its limiter and loop exist: the ledger steers the limiter and the budget, and
+        the heartbeats publish the tier selector's finished records."""
         if self.share is not None:
-            self.share.attach(budget=self.budget, limiter=engine.limiter, loop=engine.loop)
+            progress = self.tiers.finished if self.tiers is not None else None
+            self.share.attach(budget=self.budget, limiter=engine.limiter, loop=engine.loop, progress=progress)
 
     def close(self) -> None:
         """After the engine closed: give the unused lease back to the ledger."""

@@ -182,8 +182,8 @@ def _budget_line(b: Mapping[str, Any]) -> str:
 
 def budget_block(settings: JobShareSettings | None, counters: Mapping[str, int]) -> dict[str, Any] | None:
     """The summary's ``budget`` block: the job-wide caps, what the whole job spent against them, the ledger's view."""
-    if settings is None:
-        return None
+    if settings is None or all(v is None for v in settings.terms.values()):
+        return None  # a ledger for --deadline's progress alone: no budget or rate to report
     out: dict[str, Any] = {"scope": "job", **{k: v for k, v in settings.terms.items() if v is not None}}
     tokens, cost = int(counters.get("tokens_total", 0)), counters.get("cost_nano_usd", 0) / NANO
     if settings.max_total_tokens is not None:

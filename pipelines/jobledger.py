@@ -5,7 +5,8 @@
 The summary's ``budget`` block is client/summary.py ``budget_block``.
 
 A ledger is needed when the job has a budget (``--max_cost_usd`` / ``--max_total_tokens``) or a rate cap
-(``--rpm`` / ``--tpm``): these hold for the whole job, shared through the ledger by every worker process.
+(``--rpm`` / ``--tpm``): these hold for the whole job, shared through the ledger by every worker process; and with
+``--deadline``, whose escalation projects the finish from the whole job's progress (the heartbeats' finished records).
 Where it lives (``--job_ledger``, else the default):
 ``{--checkpoint_dir}/ledger-{run id}``, else ``{--temp_location}/chatbeam-ledger-{run id}``, else (DirectRunner) a
 local temp directory. An explicit ``--job_ledger`` is used as given, so separate jobs (or a run and its
@@ -59,7 +60,8 @@ def prepare_ledger(plan: Any, options: PipelineOptions, run_id: str) -> JobShare
     Raises ValueError (one line) when it cannot be used: never a silent fallback to per-process limits."""
     n, client = plan.nightly, plan.client
     o = options.get_all_options()
-    if n.dry_run or not (n.max_cost_usd is not None or n.max_total_tokens is not None or client.rpm or client.tpm):
+    if n.dry_run or not (n.max_cost_usd is not None or n.max_total_tokens is not None or client.rpm or client.tpm
+                         or plan.tiers.deadline is not None):
         return None
     heartbeat, dead_after = o.get("ledger_heartbeat_s") or DEFAULT_HEARTBEAT_S, o.get("ledger_dead_after_s")
     if heartbeat < 1:

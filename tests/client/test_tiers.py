@@ -1,5 +1,6 @@
-"""Service tiers online: the headers, escalation against a deadline (injected clock), and ChatCaller sending the
-tier's headers to the emulator, recording ``service_tier`` and pricing each record at its tier."""
+"""Service tiers online: the headers, escalation against a deadline (injected clock) — alone and from the whole
+job's progress shared through the job ledger —, and ChatCaller sending the tier's headers to the emulator,
+recording ``service_tier`` and pricing each record at its tier."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import pytest
 from client.budget import Budget
 from client.caller import ChatCaller
 from client.config import ClientConfig, Target
+from client.jobshare import JobShare, JobShareSettings
 from client.metrics import RunCounters
 from client.pricing import PriceTable
-from client.tiers import TierPlan, TierSelector, tier_headers
+from client.tiers import UNSENT, TierPlan, TierSelector, tier_headers
 from emulator import EmulatorConfig, serve_in_thread
 from schemas.records import InputRecord, ResultRecord
 
@@ -91,6 +93,79 @@ def test_past_the_deadline_goes_straight_to_priority():
     sel = selector(clock, deadline=clock.now + 5, total=None)
     clock.now += 6
     assert sel.current() == "priority"
+
+
+# ------------------------------------------------------------------- the whole job's progress, through the ledger
+
+def job_of(tmp_path, clock, n, **plan):
+    """``n`` worker processes of one job: each a JobShare over one local ledger directory and a TierSelector that
+    projects from it (what client/process_parts.py wires), on one fake clock (heartbeats ticked by hand)."""
+    shares, selectors = [], []
+    for _ in range(n):
+        share = JobShare(JobShareSettings(url=str(tmp_path / "ledger")), clock=clock, wall=clock,
+                         start_thread=False)
+        sel = TierSelector(TierPlan("flex", check_every_s=1.0, min_observe_s=10.0, **plan), clock=clock,
+                           job=share.others_finished)
+        share.attach(progress=sel.finished)
+        shares.append(share)
+        selectors.append(sel)
+    return shares, selectors
+
+
+def run_job(shares, selectors, seconds, per_second=1, heartbeat_s=2):
+    """Each process finishes ``per_second`` records a second at the tier its selector gives; heartbeats every
+    ``heartbeat_s``."""
+    clock = selectors[0]._clock
+    for second in range(1, seconds + 1):
+        clock.now += 1
+        for sel in selectors:
+            finish(sel, per_second)
+        if second % heartbeat_s == 0:
+            for share in shares:
+                share.tick()
+
+
+def test_two_processes_on_track_together_stay_flex(tmp_path):
+    # 160 records, two processes at 1 record/s each: the job does 2/s, 80 s for all of it, the deadline is 100 s
+    # away. Alone, each would project 1/s for the job's 160 records (160 s) and escalate.
+    clock = Clock()
+    shares, selectors = job_of(tmp_path, clock, 2, deadline=clock.now + 100, total=160)
+    run_job(shares, selectors, 79)
+    assert [sel.escalations for sel in selectors] == [[], []]
+    assert [sel.counts() for sel in selectors] == [{"flex": 79}, {"flex": 79}]
+
+
+def test_two_processes_late_together_escalate(tmp_path):
+    # 300 records at 2/s job-wide: 150 s, the deadline is 100 s away — both move up.
+    clock = Clock()
+    shares, selectors = job_of(tmp_path, clock, 2, deadline=clock.now + 100, total=300)
+    run_job(shares, selectors, 15)
+    assert [[(a, b) for _, a, b in sel.escalations] for sel in selectors] == [[("flex", "standard")]] * 2
+
+
+def test_one_process_with_a_ledger_projects_as_alone(tmp_path):
+    clock = Clock()
+    shares, [sel] = job_of(tmp_path, clock, 1, deadline=clock.now + 100, total=160)
+    run_job(shares, [sel], 15)
+    assert [(a, b) for _, a, b in sel.escalations] == [("flex", "standard")]  # 1/s for 160 records: late
+
+
+def test_the_job_progress_counts_closed_processes_and_drops_dead_ones(tmp_path):
+    clock = Clock()
+    shares, selectors = job_of(tmp_path, clock, 3, deadline=clock.now + 1000, total=100)
+    finish(selectors[0], 2)
+    finish(selectors[1], 3)
+    selectors[1].record_done(None)  # finished without a request: done, at no tier
+    finish(selectors[2], 5)
+    for share in [*shares, shares[0]]:
+        share.tick()
+    assert shares[0].others_finished()[0] == {"flex": 8, UNSENT: 1}
+    shares[1].close()  # a process that finished: its records stay done
+    clock.now += 61  # shares[2] stops beating: dead after dead_after_s (60 s), its records may run again
+    shares[0].tick()
+    others, read_at = shares[0].others_finished()
+    assert others == {"flex": 3, UNSENT: 1} and read_at == clock.now
+    assert selectors[1].counts() == {"flex": 3}
 
 
 # ---------------------------------------------------------------------------------------------- ChatCaller
