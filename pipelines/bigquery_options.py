@@ -47,7 +47,8 @@ def add_bigquery_arguments(parser) -> None:
                                                 "(DirectRunner only; see docs/bigquery-gcs.md)")
     bq.add_argument("--bigquery_storage_endpoint", help="the emulator's Storage Read API gRPC HOST:PORT (for reads)")
     bq.add_argument("--no_bigquery_checks", action="store_true",
-                    help="skip the pre-flight check that the input table/query has the mapped columns")
+                    help="skip the pre-flight checks: the input table/query has the mapped columns; an existing "
+                         "output/errors table gets the columns this chatbeam writes")
 
 
 def bigquery_endpoint(rest_url: str | None, storage_target: str | None = None) -> BigQueryEndpoint | None:

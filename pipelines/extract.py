@@ -23,7 +23,7 @@ import uuid
 from typing import Sequence
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from client.budget import BudgetConfig
 from client.cache import CacheMode, cache_summary
@@ -274,6 +274,11 @@ def _pipeline(options: PipelineOptions, plan: Plan, run_id: str, total: int | No
             raise
         # ReadPromptsFromBigQuery checks the table/query and the mapped columns while the pipeline is built.
         raise UsageError(str(exc)) from None
+    if not plan.nightly.dry_run:  # a dry run writes no table
+        try:  # before any request: an older chatbeam's tables get the columns added since (or exit 2)
+            plan.bigquery.prepare_sinks(options.view_as(GoogleCloudOptions).project)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     return p
 
 

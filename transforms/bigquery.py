@@ -25,11 +25,13 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions
 
 from transforms.bigquery_endpoint import BigQueryEndpoint, redirect_beam_bigquery
 from transforms.bigquery_rows import ERRORS_SCHEMA, RESULTS_SCHEMA, ColumnMapping, MissingColumnsError, row_to_record
+from transforms.bigquery_schema import ColumnConflict, add_missing_columns
 from transforms.read import ERRORS, RECORDS, RecordsFn
 from transforms.write import CountWritten
 
 __all__ = [
     "BigQueryIO",
+    "ColumnConflict",
     "ColumnMapping",
     "MissingColumnsError",
     "ReadPromptsFromBigQuery",
@@ -267,6 +269,17 @@ class BigQueryIO:
         return ReadPromptsFromBigQuery(table=self.input_table, query=self.input_query, mapping=self.mapping,
                                        method=self.read_method, validate=self.validate, endpoint=self.endpoint,
                                        temp_dataset=self.temp_dataset)
+
+    def prepare_sinks(self, project: str | None) -> dict[str, tuple[str, ...]]:
+        """Before the run (not a dry run): add to the existing output/errors tables the columns this chatbeam writes
+        and they lack (transforms/bigquery_schema.py) -> ``{table: columns added}``. ValueError (one line; a
+        ColumnConflict for a clashing column) with nothing changed. Skipped for ``--no_bigquery_checks`` and for
+        ``truncate`` (a truncating load job takes its schema from the load)."""
+        tables = {name: schema.fields for name, schema in ((self.output_table, RESULTS_SCHEMA),
+                                                           (self.errors_table, ERRORS_SCHEMA)) if name}
+        if not tables or not self.validate or to_write_disposition(self.write_disposition) == "WRITE_TRUNCATE":
+            return {}
+        return add_missing_columns(tables, _client(project, self.endpoint), project=project)
 
     def write(self, kind: str) -> WriteRecordsToBigQuery:
         table = self.output_table if kind == "results" else self.errors_table

@@ -14,6 +14,14 @@
   launcher that skips that one step (GEOGRAPHY functions are then unavailable; nothing here uses them), with the
   Avro format extension off (``BQEMU_ENABLE_FORMAT_EXTENSIONS=false``). Its ``gs://`` URIs (load jobs) resolve into
   the GCS emulator's data directory (``BQEMU_GCS_LOCAL_ROOT``), so Beam's FILE_LOADS work end to end.
+  bqemulator's ``tables.patch`` changes only its catalog (the stored table keeps its columns: a later SELECT
+  returns the old columns and an insertAll naming a new one answers 500), and its load jobs ignore the load's
+  schema (a field the table lacks is silently dropped where BigQuery fails the job "Provided Schema does not match
+  Table ... Cannot add fields"). The launcher adds both documented rules: a patch that adds top-level columns adds
+  them to the stored table (nested additions are not done), and an append load naming a field the table lacks
+  fails unless ``schemaUpdateOptions`` holds ``ALLOW_FIELD_ADDITION``. insertAll still drops unknown fields
+  silently (BigQuery answers "no such field" per row); WRITE_TRUNCATE loads keep the table's schema (BigQuery takes
+  the load's).
 
 The emulators run from whichever Python has them: ``$CHATBEAM_GCP_EMULATORS_PYTHON``, else this interpreter, else
 ``.venv-gcp-emulators/bin/python`` at the repository root (what ``.ci/run`` creates; a separate venv keeps the
@@ -48,6 +56,52 @@ _BQ_LAUNCHER = """
 import sys
 from bqemulator.storage import engine
 engine.DuckDBEngine._load_spatial = lambda self: None  # offline: no INSTALL spatial (GEOGRAPHY unsupported)
+
+# BigQuery's documented rules for added columns, which bqemulator leaves out (see the module docstring).
+from bqemulator.api.routes.tables import _field_to_rest
+from bqemulator.catalog import duckdb_repository, memory_repository
+from bqemulator.jobs import executor
+from bqemulator.storage.sql_identifiers import quoted_table_ref
+from bqemulator.storage.type_map import bq_schema_to_duckdb_columns
+
+def _with_storage(update_table):
+    def update_table_and_storage(self, table):
+        _add_stored_columns(self, table)
+        return update_table(self, table)
+    return update_table_and_storage
+
+def _add_stored_columns(self, table):
+    # tables.patch / update adding top-level columns adds them to the stored table too (nested additions: not done).
+    engine = getattr(self, "_engine", None)  # the DuckDB catalog's own cache has none: its owner does it
+    old = self.get_table(table.project_id, table.dataset_id, table.table_id) if engine is not None else None
+    if old is not None and table.table_type == "TABLE":
+        have = {f.name.lower() for f in old.schema_.fields}
+        new = [_field_to_rest(f) for f in table.schema_.fields if f.name.lower() not in have]
+        ref = quoted_table_ref(table.project_id, table.dataset_id, table.table_id)
+        for name, dtype in bq_schema_to_duckdb_columns(new):
+            engine.execute(f'ALTER TABLE {ref} ADD COLUMN "{name}" {dtype}')
+
+for _repo in (duckdb_repository.DuckDBCatalogRepository, memory_repository.MemoryCatalogRepository):
+    _repo.update_table = _with_storage(_repo.update_table)
+
+_apply_load_write_disposition = executor._apply_load_write_disposition
+
+def _refuse_fields_the_table_lacks(job, ctx):
+    # An append load whose schema has fields the table lacks fails unless schemaUpdateOptions allows additions.
+    fields = (job.raw_config.get("schema") or {}).get("fields") or []
+    options = {str(o).upper() for o in job.raw_config.get("schemaUpdateOptions") or []}
+    table = ctx.catalog.get_table(job.project_id, job.dataset_id, job.table_id)
+    if table is not None and job.write_disposition != "WRITE_TRUNCATE" and "ALLOW_FIELD_ADDITION" not in options:
+        have = {f.name.lower() for f in table.schema_.fields}
+        extra = [f["name"] for f in fields if f["name"].lower() not in have]
+        if extra:
+            raise executor.InvalidQueryError(
+                f"Provided Schema does not match Table {job.project_id}:{job.dataset_id}.{job.table_id}. "
+                f"Cannot add fields (field: {extra[0]})")
+    return _apply_load_write_disposition(job, ctx)
+
+executor._apply_load_write_disposition = _refuse_fields_the_table_lacks
+
 from bqemulator.cli import main
 sys.argv = ["bqemulator", "start", *sys.argv[1:]]
 main()
