@@ -70,8 +70,7 @@ def _merge(have: Sequence[Mapping[str, Any]], want: Sequence[Mapping[str, Any]],
         name = f"{prefix}{w['name']}"
         i = by_name.get(w["name"].lower())
         if i is None:
-            merged.append({k: v for k, v in w.items() if k != "description"} | (
-                {"description": w["description"]} if w.get("description") else {}))
+            merged.append({k: v for k, v in w.items() if k != "description" or v})  # no empty description
             added.append(name)
             continue
         h = merged[i]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,14 @@ def bq_client(bq_endpoint):
 
     return bigquery.Client(project=PROJECT, credentials=AnonymousCredentials(),
                            client_options=bq_endpoint.client_options())
+
+
+@pytest.fixture(scope="module")
+def dataset(bq_client):
+    """A fresh dataset on the BigQuery emulator for one test module (its name)."""
+    name = f"chatbeam_{uuid.uuid4().hex[:8]}"
+    bq_client.create_dataset(f"{PROJECT}.{name}")
+    return name
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ import contextlib
 import datetime as dt
 import json
 import re
-import uuid
 
 import apache_beam as beam
 import pytest
@@ -45,13 +44,6 @@ def _bad(i: int) -> bool:
 
 def _created(i: int) -> str:
     return (T0 + dt.timedelta(minutes=i)).isoformat()
-
-
-@pytest.fixture(scope="module")
-def dataset(bq_client):
-    name = f"chatbeam_{uuid.uuid4().hex[:8]}"
-    bq_client.create_dataset(f"{PROJECT}.{name}")
-    return name
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ request. See transforms/bigquery_schema.py."""
 from __future__ import annotations
 
 import logging
-import uuid
 
 import pytest
 
@@ -23,13 +22,6 @@ NEW_ERROR_COLUMNS = ("usage", "started_at", "finished_at", "service_tier")
 
 def _prompt(i: int) -> str | None:
     return None if i % 10 == 3 else f"old table question {i}"
-
-
-@pytest.fixture(scope="module")
-def dataset(bq_client):
-    name = f"oldtables_{uuid.uuid4().hex[:8]}"
-    bq_client.create_dataset(f"{PROJECT}.{name}")
-    return name
 
 
 @pytest.fixture(scope="module")
