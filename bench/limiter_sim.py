@@ -21,10 +21,12 @@ Candidates (the table in client/limits.py's docstring is this script's output):
 - ``fixed_depth``: the new policy with every cut x0.95 (no crowd-driven depth);
 - ``scaled_step``: x0.95 cuts, but the step scaled down by the recent 429 share instead;
 - ``mi_only``: the new policy without the AI_STEP / W part of the growth;
-- ``ai0.03``: the new policy with the inverse additive step's earlier weight (AI_STEP 0.03 instead of 0.045);
+- ``ai0.03``: the new policy with AI_STEP 0.03 (instead of 0.035);
+- ``steps0545``: the new policy with the steps it had until 2026-11-30 (MI_STEP 0.005, AI_STEP 0.045);
 - ``new``: client/limits.py as it is.
 
-Scenarios: ``nN`` N processes (starts spread over ``--stagger_s``), equal work; ``halve`` 8 processes, capacity
+Scenarios: ``nN`` N processes (starts spread over ``--stagger_s``), equal work, measured from ``--warmup_s`` after the
+last start; ``halve`` 8 processes, capacity
 halves at 40 s (measured from 45 s); ``join`` 4 short + 4 long processes, the short ones leave at ~30 s, 4 more join
 at 40 s (utilisation over 5-100 s, shares as ``bench/many_processes.py``'s churn row: from the last joiner's first
 answer until the first process finishes); ``joined`` the same with shares from 15 s after that answer.
@@ -81,6 +83,7 @@ class Scenario:
     window: tuple[float, float] | None = None  # where utilisation and 429s are measured (None: all running)
     fair_window: tuple[float, float] | None = None  # where shares are compared (None: all running)
     settle_s: float = 0.0  # with joiners: shares are compared from this long after the last one's first answer
+    warmup_s: float = 1.0  # without a window: measured from this long after the last start (start-up excluded)
 
 
 @dataclass
@@ -164,7 +167,7 @@ def _count(times: list[float], t0: float, t1: float) -> int:
 
 def measure(sc: Scenario, res: Result) -> dict[str, float]:
     """Utilisation and 429 share over ``window``; per-process share vs fair over ``fair_window``."""
-    all_running = (max(p.start for p in sc.procs) + 1.0, min(res.finished))
+    all_running = (max(p.start for p in sc.procs) + sc.warmup_s, min(res.finished))
     t0, t1 = sc.window or all_running
     ok = sum(_count(o, t0, t1) for o in res.ok)
     rej = sum(_count(r, t0, t1) for r in res.rejected)
@@ -195,7 +198,7 @@ def _const(c: float) -> Callable[[float], float]:
 
 
 def scenarios(duration: float = 90.0, stagger: float = 2.0, latency_s: float = 0.3,
-              capacity: float = 100.0) -> dict[str, Scenario]:
+              capacity: float = 100.0, warmup_s: float = 10.0) -> dict[str, Scenario]:
     """N = 1, 4, 8, 16 against the pool; capacity halving; processes joining and leaving."""
     out = {}
     rng = random.Random(99)
@@ -204,7 +207,7 @@ def scenarios(duration: float = 90.0, stagger: float = 2.0, latency_s: float = 0
     for n in (1, 4, 8, 16):
         per = int(capacity * duration / n)
         out[f"n{n}"] = Scenario(f"n{n}", [Proc(rng.uniform(0, stagger), per) for _ in range(n)], _const(capacity),
-                                latency_s=latency_s)
+                                latency_s=latency_s, warmup_s=warmup_s)
     out["halve"] = Scenario("halve", [Proc(rng.uniform(0, stagger), int(1200 * k)) for _ in range(8)], half,
                             latency_s=latency_s, window=(45.0, 100.0), fair_window=(45.0, 100.0))
     # 4 short and 4 long processes start; the short ones leave at ~32 s; 4 more join at 40 s.
@@ -276,17 +279,25 @@ class ScaledStep(FixedDepth):
 
 
 class StepWeight(RequestLimiter):
-    """The new policy with another weight of the inverse additive step (AI_STEP)."""
+    """The new policy with other weights of the increase (AI_STEP, MI_STEP)."""
 
     ai_step = 0.03
+    mi_step: float | None = None  # None: client/limits.py's
 
     def _grow(self) -> None:
-        saved = limits.AI_STEP
+        saved = limits.AI_STEP, limits.MI_STEP
         limits.AI_STEP = self.ai_step
+        limits.MI_STEP = saved[1] if self.mi_step is None else self.mi_step
         try:
             super()._grow()
         finally:
-            limits.AI_STEP = saved
+            limits.AI_STEP, limits.MI_STEP = saved
+
+
+class Steps0545(StepWeight):
+    """The new policy with the steps it had until 2026-11-30: MI_STEP 0.005, AI_STEP 0.045."""
+
+    ai_step, mi_step = 0.045, 0.005
 
 
 def _with_sre_throttler(base: type, overload_ratio: float) -> type:
@@ -325,6 +336,7 @@ def candidates() -> dict[str, Callable[..., RequestLimiter]]:
         "scaled_step": lambda **kw: ScaledStep(max_concurrency=MAX_CONCURRENCY, **kw),
         "mi_only": lambda **kw: NoAdditive(max_concurrency=MAX_CONCURRENCY, **kw),
         "ai0.03": lambda **kw: StepWeight(max_concurrency=MAX_CONCURRENCY, **kw),
+        "steps0545": lambda **kw: Steps0545(max_concurrency=MAX_CONCURRENCY, **kw),
         "new": lambda **kw: RequestLimiter(max_concurrency=MAX_CONCURRENCY, **kw),
     }
     return made
@@ -332,7 +344,7 @@ def candidates() -> dict[str, Callable[..., RequestLimiter]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--candidates", default="v1,v1+sre1.1,fixed_depth,scaled_step,mi_only,ai0.03,new")
+    p.add_argument("--candidates", default="v1,v1+sre1.1,fixed_depth,scaled_step,mi_only,ai0.03,steps0545,new")
     p.add_argument("--scenarios", default="n1,n4,n8,n16,halve,join,joined")
     p.add_argument("--seeds", type=int, default=3, help="runs per cell; the table shows medians")
     p.add_argument("--duration", type=float, default=90.0, help="seconds of work at full capacity (nN scenarios)")
@@ -342,11 +354,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reject_ms", type=float, default=3.0,
                    help="how long a 429 takes to come back (a real pool: a network round trip; on a busy machine "
                         "the emulator's answer; 50-150 ms reproduces the real processes' higher 429 share at 16)")
+    p.add_argument("--warmup_s", type=float, default=10.0,
+                   help="nN: measured from this long after the last start, as bench/many_processes.py (start-up "
+                        "excluded; 'run 429 %%' includes it)")
     p.add_argument("--latency_ms", type=float, default=300.0)
     p.add_argument("--capacity_rps", type=float, default=100.0)
     args = p.parse_args(argv)
     made = candidates()
-    scs = scenarios(args.duration, args.stagger_s, latency_s=args.latency_ms / 1000, capacity=args.capacity_rps)
+    scs = scenarios(args.duration, args.stagger_s, latency_s=args.latency_ms / 1000, capacity=args.capacity_rps,
+                    warmup_s=args.warmup_s)
     head = f"{'candidate':<14}{'scenario':<8}{'util':>7}{'429 %':>8}{'run 429 %':>10}{'min sh':>8}{'max sh':>8}"
     print(head)
     print("-" * len(head))

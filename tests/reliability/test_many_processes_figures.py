@@ -40,7 +40,7 @@ def _child(bench, name: str, records: int, first: float, rate: float):
 
 
 def _args() -> argparse.Namespace:
-    return argparse.Namespace(capacity_rps=100.0)
+    return argparse.Namespace(capacity_rps=100.0, warmup_s=10.0)
 
 
 def test_halving_row_measures_after_the_cut():
@@ -51,7 +51,7 @@ def test_halving_row_measures_after_the_cut():
     assert "failed" not in row
     assert row["window_s"] == 29.0  # from 2 s after the cut (32 s) to the first finish (61 s)
     assert row["capacity_fraction"] == 1.0  # 50 per second over the halved capacity
-    assert row["before"]["window_s"] == 28.0  # from the last first answer (2 s) to the cut
+    assert row["before"]["window_s"] == 18.0  # from --warmup_s after the last first answer (2 s + 10 s) to the cut
     assert row["before"]["capacity_fraction"] == 1.0
 
 
@@ -61,6 +61,15 @@ def test_a_process_that_finishes_before_the_cut_fails_the_row_instead_of_a_negat
     children = [_child(bench, "fast", 150, first=1.0, rate=10.0), _child(bench, "slow", 600, first=1.0, rate=10.0)]
     row = bench._figures(_args(), emu, children, "halve", 2, {"halved": 30.0}, {"by_status": {}})
     assert "halving" in row["failed"] and "window_s" not in row
+
+
+def test_steady_row_leaves_out_start_up():
+    bench = _bench()
+    emu = FakeEmulator(bench, halved=1e9)
+    children = [_child(bench, f"p{i}", 600, first=1.0 + i, rate=10.0) for i in range(2)]
+    row = bench._figures(_args(), emu, children, "steady", 2, {}, {"by_status": {}})
+    # from --warmup_s after the last first answer (3 s + 10 s) to the first finish (61 s)
+    assert row["window_s"] == 48.0
 
 
 def test_steady_run_whose_first_finish_precedes_the_last_start_is_a_failed_row():
