@@ -48,7 +48,7 @@ process's window (requests in flight; it may be fractional):
   process sends at a steady rate: the slots freed by fast 429s don't refill in a clump, and a window below one
   works (one request every ``rtt / W``), which a share of a crowded pool needs.
 * **Increase.** Each success adds ``MI_STEP + AI_STEP / W²``: about ``MI_STEP × W + AI_STEP / W`` per round trip,
-  a multiplicative part (+0.5 % per round trip) that lets a large window find a larger pool, and a part that is
+  a multiplicative part (+0.2 % per round trip) that lets a large window find a larger pool, and a part that is
   larger the smaller the window, so unequal shares converge (the multiplicative part alone keeps their ratio) and
   sixteen small windows don't probe sixteen times as hard as one large one. While this process's 429s are rarer
   than ``CROWD_REF`` the step is multiplied by up to ``MAX_BOOST`` (the pool has room it hasn't found: capacity rose,
@@ -79,7 +79,9 @@ What was tried. ``bench/limiter_sim.py`` runs N real ``RequestLimiter`` objects 
 time against the emulator's pool (100 requests per sliding second, 300 ms latency, callers that retry a 429 after
 ~1 s); ``bench/many_processes.py`` runs N real chatbeam processes against the real emulator. Utilisation / share of
 requests answered 429 / smallest per-process share of fair, while all processes run; simulator
-(``python bench/limiter_sim.py``), medians of 3 seeds::
+(``python bench/limiter_sim.py``), medians of 3 seeds. This table and the paragraphs up to "The steps since
+2026-11-30" were measured with the steps of the time (MI_STEP 0.005, AI_STEP 0.045: ``new`` there is
+``steps0545`` now) and with start-up in the window (from 1 s after the last start)::
 
                             N = 1           N = 4           N = 8          N = 16       8, halves      join/leave
     v1              95  0.71 1.00   97  3.24 0.84   98 11.19 0.87   98 23.03 0.64   97 23.09 0.67   97  9.34 0.82
@@ -129,6 +131,41 @@ longer. On this machine 16 Beam processes and the emulator share 2 cores; a real
 trip. With 50 ms 429s: 0.76 / 0.62 / 1.02 / 2.44 % at 1 / 4 / 8 / 16, smallest shares 1.00 / 0.68 / 0.51 / 0.70. ``v1+sre1.1`` (v1 behind Beam's adaptive throttler) is not in the table: its simulation did not finish
 within 15 minutes on the loaded machine this time (``--candidates v1+sre1.1``).
 
+The steps since 2026-11-30 (MI_STEP 0.002 instead of 0.005, AI_STEP 0.035 instead of 0.045). A kept trace of 16
+real processes (the processes' own counts, per 4 s) showed where the 429s at 16 came from: 119 in the first 4 s
+(slow start of 16 processes opened at once, 25 % of that span's requests), then 1.3–2.5 % per 4 s, 2.0 % from 12 s
+on; the bench's window began at the last process's first answer, so it counted the start-up overshoot. Both tools
+now measure from 10 s after the last start (``--warmup_s``) and print the whole run's share beside it. In steady
+state almost every 429 is one cut (347 of 355 at 16 processes, 3 seeds, the rest within a cooldown), so the 429
+share is the processes' combined growth per second over the size of a cut; at 16 most of that growth is the
+multiplicative part, which does not make shares converge. Simulator, 12 seeds, 429s answered in 50 ms (3 ms in
+brackets), start-up excluded (``python bench/limiter_sim.py --candidates steps0545,new --seeds 12 --reject_ms 50``;
+the other rows are a loop over this module's constants around the same simulation)::
+
+                        N = 1           N = 4           N = 8           N = 16          8, halves       join/leave
+    steps0545           94 0.35 1.00    96 0.53 0.62    95 0.73 0.54    95 1.80 0.75    93 1.76 0.79    87 0.85 0.46
+                        [96 0.37 1.00]  [95 0.59 0.48]  [96 0.90 0.59]  [95 1.90 0.77]  [93 1.73 0.79]  [90 0.82 0.49]
+    MI 0.003, AI 0.035  92 0.26 1.00    95 0.42 0.54    95 0.56 0.57    95 1.48 0.70    93 1.11 0.80    85 0.72 0.41
+    MI 0.002, AI 0.030  91 0.19 1.00    94 0.35 0.53    95 0.47 0.55    95 1.25 0.66    92 0.90 0.78    83 0.71 0.45
+    MI 0.002, AI 0.040  91 0.20 1.00    95 0.37 0.63    95 0.52 0.51    95 1.49 0.73    92 1.38 0.79    85 0.71 0.46
+    MI 0.001, AI 0.035  87 0.12 1.00    93 0.28 0.63    95 0.42 0.51    95 1.29 0.67    92 1.05 0.80    83 0.71 0.44
+    new (0.002, 0.035)  91 0.20 1.00    94 0.36 0.57    95 0.51 0.49    95 1.35 0.70    92 1.11 0.76    84 0.67 0.47
+                        [96 0.23 1.00]  [94 0.43 0.59]  [96 0.67 0.59]  [95 1.41 0.72]  [92 1.00 0.79]  [89 0.66 0.48]
+
+MI_STEP 0.001 lets a lone process fall under 90 % of the pool. Also tried against ``new`` (12 seeds, 50 ms): growth
+boosted while this process's 429s are rarer than 0.6 / 0.8 / 1.0 % (instead of CROWD_REF): 1.40 / 1.40 / 1.41 % at
+16 and no fairer (smallest share at 4: 0.53 / 0.54 / 0.55); before that, with the old steps (8 seeds), MAX_DEPTH
+0.6 / 0.7: 1.69 / 1.58 % at 16; a growth exponent of 1 or 1.5 instead of 2 (AI_STEP / W^e per success, matched at
+W = 7.5): 0.99–1.58 % at 16 but smallest shares of 0.23–0.45 with joiners; a joiner's growth x3 for 20 or 40 s after
+its slow start: 0.48 / 0.51 with joiners, but 2.28 / 3.14 % at 16; its 429-share estimate seeded at 0 or 0.1 %
+instead of CROWD_REF: no change. Real processes (``bench/many_processes.py --duration_s 90 --repeat 2``, quiet
+machine), medians: 94 / 90 / 96 / 95 % of capacity, 0.23 / 0.39 / 0.62 / 1.45 % answered 429, smallest share
+1.00 / 0.65 / 0.56 / 0.74 at 1 / 4 / 8 / 16 processes; join/leave 91 %, 1.24 %, 0.55 (README, "Many processes, one
+pool"). What is left: a process that joins a full pool still takes tens of seconds to reach its share (the trace of
+``join`` in the simulator shows a late starter at a fifth of the others' rate for 20-40 s: the incumbents cut only
+×0.95-0.9 at these 429 shares), and the shares wander by tens of percent at 4-8 processes because each cut is a
+handful of 429s' worth of evidence.
+
 ``throttled_seconds`` is wall time during which the head of the admission queue was held back by the RPM/TPM
 buckets, the post-throttle pace or an AIMD limit that a throttle has cut below ``max_concurrency``. Waiting
 for a plain ``max_concurrency`` slot, or during slow start, is not throttling. Only the head waiter's time counts,
@@ -158,8 +195,8 @@ DEFAULT_BACKOFF = 0.95  # the gentlest cut on a throttle (deeper when the pool i
 SLOW_START_BACKOFF = 0.5  # the cut that ends slow start, and the floor of the deepening in a 429 storm
 SLOW_START_KEEP = 0.8  # ...unless 0.8 x the window that the last second's admitted rate needs is more
 MAX_DEPTH = 0.5  # the deepest crowd-driven cut: W x 0.5
-MI_STEP = 0.005  # per success: about 0.5 % of W per round trip
-AI_STEP = 0.045  # AI_STEP / W per round trip (AI_STEP / W^2 per success); 0.03 was less fair (table above)
+MI_STEP = 0.002  # per success: about 0.2 % of W per round trip (0.005 until 2026-11-30: more 429s at 16, table above)
+AI_STEP = 0.035  # AI_STEP / W per round trip (AI_STEP / W^2 per success); 0.045 until 2026-11-30 (table above)
 SMALL_WINDOW = 0.5  # below this window, AI_STEP / W no longer grows
 MIN_WINDOW = 0.1  # the smallest window: one request every 10 round trips
 CROWD_REF = 0.004  # the 429 share at which cuts are at their gentlest; depth grows with (share / CROWD_REF)^2
