@@ -160,9 +160,9 @@ boosted while this process's 429s are rarer than 0.6 / 0.8 / 1.0 % (instead of C
 W = 7.5): 0.99–1.58 % at 16 but smallest shares of 0.23–0.45 with joiners; a joiner's growth x3 for 20 or 40 s after
 its slow start: 0.48 / 0.51 with joiners, but 2.28 / 3.14 % at 16; its 429-share estimate seeded at 0 or 0.1 %
 instead of CROWD_REF: no change. Real processes (``bench/many_processes.py --duration_s 90 --repeat 2``, quiet
-machine), medians: 94 / 90 / 96 / 95 % of capacity, 0.23 / 0.39 / 0.62 / 1.45 % answered 429, smallest share
-1.00 / 0.65 / 0.56 / 0.74 at 1 / 4 / 8 / 16 processes; join/leave 91 %, 1.24 %, 0.55 (README, "Many processes, one
-pool"). What is left: a process that joins a full pool still takes tens of seconds to reach its share (the trace of
+machine; 5 runs at N = 4), medians: 94 / 91 / 96 / 95 % of capacity, 0.23 / 0.39 / 0.62 / 1.45 % answered 429,
+smallest share 1.00 / 0.69 / 0.56 / 0.74 at 1 / 4 / 8 / 16 processes; after a halving 93 %, 1.46 %, 0.82; join/leave
+91 %, 1.24 %, 0.55 (README, "Many processes, one pool"). What is left: a process that joins a full pool still takes tens of seconds to reach its share (the trace of
 ``join`` in the simulator shows a late starter at a fifth of the others' rate for 20-40 s: the incumbents cut only
 ×0.95-0.9 at these 429 shares), and the shares wander by tens of percent at 4-8 processes because each cut is a
 handful of 429s' worth of evidence.
