@@ -60,7 +60,11 @@ def check_plain_run(records: list[dict], out) -> None:
     assert_each_id_once(records, out)
     by_id = out.by_id()
     cut = by_id["cut-short"]
-    assert (cut.get("finish_reason"), cut.get("attempts"), cut["usage"]["completion_tokens"]) == ("length", 1, 3)
+    # Kept, not retried for being cut: a truncation retry would ask for twice the tokens (client/caller.py), so the
+    # answer kept is the 3-token one. attempts may still be 2 when llama-server closed a pooled keep-alive connection
+    # under load (a connection_error, retried; see below) -- CI saw it once on this record, 2026-11-30.
+    assert (cut.get("finish_reason"), cut["usage"]["completion_tokens"]) == ("length", 3)
+    assert cut.get("attempts") in (1, 2)
     assert cut["content"].strip()  # the text that was paid for is kept
     assert out.errors == []
     for result in (r for r in out.results if r["id"] != "cut-short"):
