@@ -2,7 +2,7 @@
 
 What is asserted is structure, never wording: each input id ends in exactly one result or one error; results carry
 usage and a finish_reason; structured output parses and validates against the JSON-schema file with jsonschema;
-a run cut by ``max_tokens`` is a result with its text and finish_reason ``length``, sent once.
+a run cut by ``max_tokens`` is a result with its text and finish_reason ``length``, not retried for being cut.
 The direct-SDK tests pin the peer's own behaviour that the client relies on (grammar-enforced ``json_schema``,
 ``stream_options.include_usage``, error bodies), so a llama-server upgrade that changes it fails here first.
 
@@ -37,8 +37,8 @@ PLAIN_MAX_TOKENS = 64
 
 def plain_records() -> list[dict]:
     records = [{"id": f"plain-{i}", "prompt": p, "metadata": {"i": i}} for i, p in enumerate(SHORT_PROMPTS)]
-    # Cannot finish in 3 tokens: a result with its text and finish_reason "length", sent once (--on_truncation
-    # result, the default).
+    # Cannot finish in 3 tokens: a result with its text and finish_reason "length", not retried for being cut
+    # (--on_truncation result, the default).
     records.append({"id": "cut-short", "prompt": "Write a long story about a dragon and a knight.",
                     "params": {"max_tokens": 3}})
     return records
