@@ -83,7 +83,7 @@ class Scenario:
     window: tuple[float, float] | None = None  # where utilisation and 429s are measured (None: all running)
     fair_window: tuple[float, float] | None = None  # where shares are compared (None: all running)
     settle_s: float = 0.0  # with joiners: shares are compared from this long after the last one's first answer
-    warmup_s: float = 1.0  # without a window: measured from this long after the last start (start-up excluded)
+    warmup_s: float = 10.0  # without a window: measured from this long after the last start (start-up excluded)
 
 
 @dataclass

@@ -75,7 +75,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--capacity_rps", type=float, default=100.0)
     p.add_argument("--duration_s", type=float, default=60.0,
                    help="seconds of work at full capacity per steady run (sets the records per process)")
-    p.add_argument("--halve_after_s", type=float, default=25.0, help="halve: seconds after all processes run until the cut (measured before it from --warmup_s)")
+    p.add_argument("--halve_after_s", type=float, default=25.0,
+                   help="halve: seconds after all processes run until the cut (measured before it from --warmup_s)")
     p.add_argument("--warmup_s", type=float, default=10.0,
                    help="steady: rates and shares are measured from this long after the last process's first answer "
                         "(start-up excluded; the whole-run 429 share includes it)")

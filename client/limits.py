@@ -104,15 +104,15 @@ depth ∝ ``p`` instead of ``p²``: 0.53 / 0.62 / 0.67, 2.40 %; a 40 s → 80 s 
 always halves when slow start ends: 0.37 / 0.53 / 0.66; ``MAX_DEPTH`` 0.3: 0.54 / 0.62 / 0.75, 2.47 %; the pace
 jittered ±50 %: 0.55 / 0.62 / 0.62; 300 prior pseudo-attempts (with AI_STEP 0.045): 0.45 / 0.51 / 0.67,
 2.23 %. None was better on all three. Since then, with 8 seeds (smallest share at 4 / 8 / 16 / halving / join, 429 % at
-16): ``new`` 0.56 / 0.59 / 0.79 / 0.78 / 0.47, 1.91 %; AI_STEP 0.07 with MI_STEP 0.003: 0.69 / 0.65 / 0.81 / 0.87 / 0.62,
-2.39 % (fairer everywhere, but 429s over 2 % at 16 and after a halving); growth scaled by (p_sat / p)^k once the
+16): ``new`` 0.56 / 0.59 / 0.79 / 0.78 / 0.47, 1.91 %; AI_STEP 0.07 with MI_STEP 0.003: 0.69 / 0.65 / 0.81 / 0.87 /
+0.62, 2.39 % (fairer everywhere, but 429s over 2 % at 16 and after a halving); growth scaled by (p_sat / p)^k once the
 cut is at ``MAX_DEPTH`` (p_sat = 1.26 %): k = 2 gives 1.41 % at 16 but a smallest share there of 0.54, k = 4 1.25 %
 and 0.36 — a process's own 429 share rests on a handful of 429s per 40 s (at 1 % and 6 requests/s, about two), so
 anything that follows it steeply turns that noise into unequal windows; the same scaling (k = 2) driven by a calmer
 120 s estimate (6 seeds): 1.70 % at 16 but a smallest share of 0.53 there (``new``: 1.90 %, 0.83), 0.62 after a
-halving (0.81), and with 50 / 150 ms 429 answers 1.80 / 2.37 % at 16 (``new``: 2.29 / 2.90 %); a 20 s estimate: 0.54 / 0.57 / 0.72 / 0.79 /
-0.44, 1.86 %; SLOW_START_KEEP 0.5 changes nothing at 300 ms (the keep rule only acts when a round trip is near
-``cooldown_s``). What is left: at 4 processes the smallest share is still under half in
+halving (0.81), and with 50 / 150 ms 429 answers 1.80 / 2.37 % at 16 (``new``: 2.29 / 2.90 %); a 20 s estimate: 0.54 /
+0.57 / 0.72 / 0.79 / 0.44, 1.86 %; SLOW_START_KEEP 0.5 changes nothing at 300 ms (the keep rule only acts when a
+round trip is near ``cooldown_s``). What is left: at 4 processes the smallest share is still under half in
 the simulator: a process that leaves slow start with a large window keeps it for tens of seconds while the others
 cut deep (their few attempts make their 429 share, and so their cuts, larger).
 
@@ -128,7 +128,8 @@ pool). On the quiet machine (load 0.5-1.1, 90 s of work per row, one run each) t
 429 answers do: with ``--reject_ms 50`` the simulator gives 2.44 % at 16 (4.3 % over the whole run) and with 150 ms
 2.81 %, against 1.88 % at 3 ms — every process keeps sending until its 429 arrives, so each overload lasts that much
 longer. On this machine 16 Beam processes and the emulator share 2 cores; a real pool's 429 takes a network round
-trip. With 50 ms 429s: 0.76 / 0.62 / 1.02 / 2.44 % at 1 / 4 / 8 / 16, smallest shares 1.00 / 0.68 / 0.51 / 0.70. ``v1+sre1.1`` (v1 behind Beam's adaptive throttler) is not in the table: its simulation did not finish
+trip. With 50 ms 429s: 0.76 / 0.62 / 1.02 / 2.44 % at 1 / 4 / 8 / 16, smallest shares 1.00 / 0.68 / 0.51 / 0.70.
+``v1+sre1.1`` (v1 behind Beam's adaptive throttler) is not in the table: its simulation did not finish
 within 15 minutes on the loaded machine this time (``--candidates v1+sre1.1``).
 
 The steps since 2026-11-30 (MI_STEP 0.002 instead of 0.005, AI_STEP 0.035 instead of 0.045). A kept trace of 16
@@ -162,7 +163,8 @@ its slow start: 0.48 / 0.51 with joiners, but 2.28 / 3.14 % at 16; its 429-share
 instead of CROWD_REF: no change. Real processes (``bench/many_processes.py --duration_s 90 --repeat 2``, quiet
 machine; 5 runs at N = 4), medians: 94 / 91 / 96 / 95 % of capacity, 0.23 / 0.39 / 0.62 / 1.45 % answered 429,
 smallest share 1.00 / 0.69 / 0.56 / 0.74 at 1 / 4 / 8 / 16 processes; after a halving 93 %, 1.46 %, 0.82; join/leave
-91 %, 1.24 %, 0.55 (README, "Many processes, one pool"). What is left: a process that joins a full pool still takes tens of seconds to reach its share (the trace of
+91 %, 1.24 %, 0.55 (README, "Many processes, one pool"). What is left: a process that joins a full pool still takes
+tens of seconds to reach its share (the trace of
 ``join`` in the simulator shows a late starter at a fifth of the others' rate for 20-40 s: the incumbents cut only
 ×0.95-0.9 at these 429 shares), and the shares wander by tens of percent at 4-8 processes because each cut is a
 handful of 429s' worth of evidence.
